@@ -1,0 +1,70 @@
+//! Outputs are never left half-written under their final name: each is written to a
+//! temporary sibling and renamed into place once complete.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Temporary sibling of `path` used while it is being written (same folder, so the final
+/// rename stays on one file system and is atomic).
+pub fn partial_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// Runs `write` on a temporary path and renames the result to `path` when it succeeds; on
+/// failure the temporary file is removed and `path` is left as it was.
+pub fn write_atomically<T, E>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<io::Error>,
+{
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)?;
+    }
+    let partial = partial_path(path);
+    match write(&partial) {
+        Ok(value) => {
+            fs::File::open(&partial)?.sync_all()?;
+            fs::rename(&partial, path)?;
+            Ok(value)
+        }
+        Err(err) => {
+            let _ = fs::remove_file(&partial);
+            Err(err)
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomically(path, |partial| fs::write(partial, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_write_leaves_previous_content_and_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.json");
+        write_bytes_atomically(&path, b"first").unwrap();
+        let result: io::Result<()> = write_atomically(&path, |partial| {
+            fs::write(partial, b"half")?;
+            Err(io::Error::other("interrupted"))
+        });
+        assert!(result.is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("out.json")]);
+    }
+}

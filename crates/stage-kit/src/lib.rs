@@ -1,0 +1,12 @@
+//! Building blocks shared by the stage binaries (`data-manifest`, `feature-extract`,
+//! `dino-core`, `pseudo-labeler`, `downstream-eval`). Stages talk to each other only through
+//! files; this crate holds the conventions those files and processes follow.
+
+pub mod atomic;
+pub mod logging;
+pub mod progress;
+pub mod rng;
+pub mod shard;
+
+pub use atomic::{write_atomically, write_bytes_atomically};
+pub use shard::Shard;
