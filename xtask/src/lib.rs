@@ -1,6 +1,7 @@
 //! Developer tasks behind `cargo xtask`: provisioning libtorch and the Python references,
 //! generating the synthetic fixture corpus, running the checks.
 
+pub mod bench;
 pub mod command;
 pub mod fixture;
 pub mod setup;

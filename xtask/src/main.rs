@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use clap::{Parser, Subcommand};
-use xtask::{command, fixture, setup, workspace};
+use xtask::{bench, command, fixture, setup, workspace};
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +36,8 @@ enum Task {
     },
     /// Setup, then formatting, lints and the whole test suite: what CI runs.
     Test,
+    /// Run a benchmark (probe, features, score, kmeans, train); prints ratios to references.
+    Bench { name: String },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,7 +46,7 @@ fn main() -> anyhow::Result<()> {
             setup::run(force)?;
         }
         Task::Fixture { size, seed, out } => {
-            let out = out.unwrap_or_else(|| default_fixture_dir(size, seed));
+            let out = out.unwrap_or_else(|| fixture::default_dir(size, seed));
             let started = std::time::Instant::now();
             let summary = fixture::generate(&out, size, seed)?;
             println!(
@@ -82,14 +84,7 @@ fn main() -> anyhow::Result<()> {
                     .args(["test", "--workspace"]),
             )?;
         }
+        Task::Bench { name } => bench::run(&name)?,
     }
     Ok(())
-}
-
-fn default_fixture_dir(size: fixture::Size, seed: u64) -> PathBuf {
-    let size = format!("{size:?}").to_lowercase();
-    workspace::root()
-        .join("target")
-        .join("fixture")
-        .join(format!("{size}-seed{seed}"))
 }

@@ -5,6 +5,23 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// An I/O error on a named file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct FileError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+impl FileError {
+    pub fn new(path: &Path, source: io::Error) -> Self {
+        FileError {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
 /// Temporary sibling of `path` used while it is being written (same folder, so the final
 /// rename stays on one file system and is atomic).
 pub fn partial_path(path: &Path) -> PathBuf {
@@ -16,22 +33,26 @@ pub fn partial_path(path: &Path) -> PathBuf {
 }
 
 /// Runs `write` on a temporary path and renames the result to `path` when it succeeds; on
-/// failure the temporary file is removed and `path` is left as it was.
+/// failure the temporary file is removed and `path` is left as it was. I/O errors of the
+/// bookkeeping itself name `path`.
 pub fn write_atomically<T, E>(
     path: &Path,
     write: impl FnOnce(&Path) -> Result<T, E>,
 ) -> Result<T, E>
 where
-    E: From<io::Error>,
+    E: From<FileError>,
 {
+    let file_error = |source| E::from(FileError::new(path, source));
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent)?;
+        fs::create_dir_all(parent).map_err(|source| E::from(FileError::new(parent, source)))?;
     }
     let partial = partial_path(path);
     match write(&partial) {
         Ok(value) => {
-            fs::File::open(&partial)?.sync_all()?;
-            fs::rename(&partial, path)?;
+            fs::File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .map_err(file_error)?;
+            fs::rename(&partial, path).map_err(file_error)?;
             Ok(value)
         }
         Err(err) => {
@@ -42,8 +63,10 @@ where
 }
 
 /// Writes `bytes` to `path` atomically.
-pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_atomically(path, |partial| fs::write(partial, bytes))
+pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    write_atomically(path, |partial| {
+        fs::write(partial, bytes).map_err(|source| FileError::new(path, source))
+    })
 }
 
 #[cfg(test)]
@@ -55,9 +78,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.json");
         write_bytes_atomically(&path, b"first").unwrap();
-        let result: io::Result<()> = write_atomically(&path, |partial| {
-            fs::write(partial, b"half")?;
-            Err(io::Error::other("interrupted"))
+        let result: Result<(), FileError> = write_atomically(&path, |partial| {
+            fs::write(partial, b"half").unwrap();
+            Err(FileError::new(partial, io::Error::other("interrupted")))
         });
         assert!(result.is_err());
         assert_eq!(fs::read(&path).unwrap(), b"first");

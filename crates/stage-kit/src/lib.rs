@@ -5,8 +5,9 @@
 pub mod atomic;
 pub mod logging;
 pub mod progress;
+pub mod reference;
 pub mod rng;
 pub mod shard;
 
-pub use atomic::{write_atomically, write_bytes_atomically};
+pub use atomic::{FileError, write_atomically, write_bytes_atomically};
 pub use shard::Shard;

@@ -1,0 +1,8 @@
+//! Features: decoding, Kaldi-exact filterbanks, voice activity detection, normalisation,
+//! augmentation, and the HDF5 stores (audio/fbank caches, embeddings) shared by the stages.
+
+pub mod embeddings;
+pub mod error;
+
+pub use embeddings::Embeddings;
+pub use error::{Error, Result};
