@@ -43,8 +43,7 @@ pub const LAST_LAYER: &str = "last_layer";
 fn trunc_normal(vs: &nn::Path, name: &str, dims: &[i64]) -> Tensor {
     let mut w = vs.zeros(name, dims);
     tch::no_grad(|| {
-        let _ =
-            w.copy_(&(Tensor::randn(dims, (Kind::Float, w.device())) * 0.02).clamp(-0.04, 0.04));
+        w.copy_(&(Tensor::randn(dims, (Kind::Float, w.device())) * 0.02).clamp(-0.04, 0.04));
     });
     w
 }

@@ -238,7 +238,7 @@ fn sgd_step(slot: &mut Slot, grad: &Tensor, lr: f64, wd: f64, momentum: f64) {
     }
     let buf = &mut slot.exp_avg;
     if slot.step == 1 {
-        let _ = buf.copy_(&g);
+        buf.copy_(&g);
     } else {
         let _ = buf.g_mul_scalar_(momentum);
         *buf += &g;
@@ -265,7 +265,7 @@ fn adam_step(slot: &mut Slot, grad: Tensor, lr: f64, wd: f64, c: &OptimConfig) {
     let bias2_sqrt = (1.0 - b2.powf(t)).sqrt();
     let second = if c.amsgrad {
         let max = slot.max_exp_avg_sq.maximum(&slot.exp_avg_sq);
-        let _ = slot.max_exp_avg_sq.copy_(&max);
+        slot.max_exp_avg_sq.copy_(&max);
         max
     } else {
         slot.exp_avg_sq.shallow_clone()

@@ -99,15 +99,15 @@ impl EncoderConfig {
 /// A built encoder.
 #[derive(Debug)]
 pub enum Encoder {
-    ResNet(ResNet),
-    Ecapa(Ecapa),
+    ResNet(Box<ResNet>),
+    Ecapa(Box<Ecapa>),
 }
 
 impl Encoder {
     pub fn new(vs: &nn::Path, config: &EncoderConfig) -> Self {
         match config {
-            EncoderConfig::ResNet(c) => Encoder::ResNet(ResNet::new(vs, c)),
-            EncoderConfig::Ecapa(c) => Encoder::Ecapa(Ecapa::new(vs, c)),
+            EncoderConfig::ResNet(c) => Encoder::ResNet(Box::new(ResNet::new(vs, c))),
+            EncoderConfig::Ecapa(c) => Encoder::Ecapa(Box::new(Ecapa::new(vs, c))),
         }
     }
 }
