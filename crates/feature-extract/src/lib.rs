@@ -1,8 +1,11 @@
 //! Features: decoding, Kaldi-exact filterbanks, voice activity detection, normalisation,
 //! augmentation, and the HDF5 stores (audio/fbank caches, embeddings) shared by the stages.
 
+pub mod decode;
 pub mod embeddings;
 pub mod error;
+pub mod fbank;
+pub mod mp4;
 
 pub use embeddings::Embeddings;
 pub use error::{Error, Result};
