@@ -5,6 +5,7 @@ pub mod decode;
 pub mod embeddings;
 pub mod error;
 pub mod fbank;
+pub mod fbank_tch;
 pub mod mp4;
 
 pub use embeddings::Embeddings;

@@ -11,8 +11,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::{option_grid, signals};
 use feature_extract::decode;
-use feature_extract::fbank::{Fbank, FbankOptions, WindowType};
+use feature_extract::fbank::{Fbank, FbankOptions};
 use serde_json::json;
 
 /// Runs each job `{input, output, opts}` with torchaudio, in float32 (as users call it) to
@@ -54,125 +55,6 @@ fn torchaudio_kwargs(o: &FbankOptions) -> serde_json::Value {
         "use_power": o.use_power,
         "use_log_fbank": o.use_log_fbank,
     })
-}
-
-/// Every combination of bins x window x snip_edges x rate x high frequency, then the other
-/// options one at a time on top of the defaults (both snip_edges settings).
-fn option_grid() -> Vec<FbankOptions> {
-    let mut grid = Vec::new();
-    for rate in [16000u32, 8000] {
-        for bins in [80usize, 64] {
-            for window_type in [WindowType::Povey, WindowType::Hamming, WindowType::Hanning] {
-                for snip_edges in [true, false] {
-                    let nyquist = f64::from(rate) / 2.0;
-                    for high_freq in [0.0, nyquist - 400.0, -400.0] {
-                        grid.push(FbankOptions {
-                            sample_rate: rate,
-                            num_mel_bins: bins,
-                            window_type,
-                            snip_edges,
-                            high_freq,
-                            ..Default::default()
-                        });
-                    }
-                }
-            }
-        }
-    }
-    let d = FbankOptions::default;
-    let singles = [
-        FbankOptions {
-            remove_dc_offset: false,
-            ..d()
-        },
-        FbankOptions {
-            preemphasis: 0.0,
-            ..d()
-        },
-        FbankOptions {
-            low_freq: 0.0,
-            ..d()
-        },
-        FbankOptions {
-            low_freq: 300.0,
-            high_freq: 3400.0,
-            ..d()
-        },
-        FbankOptions {
-            use_energy: true,
-            ..d()
-        },
-        FbankOptions {
-            use_energy: true,
-            energy_floor: 0.0,
-            ..d()
-        },
-        FbankOptions {
-            use_energy: true,
-            raw_energy: false,
-            ..d()
-        },
-        FbankOptions {
-            window_type: WindowType::Rectangular,
-            ..d()
-        },
-        FbankOptions {
-            window_type: WindowType::Blackman,
-            ..d()
-        },
-        FbankOptions {
-            round_to_power_of_two: false,
-            ..d()
-        },
-        FbankOptions {
-            use_power: false,
-            ..d()
-        },
-        FbankOptions {
-            num_mel_bins: 40,
-            frame_length_ms: 20.0,
-            frame_shift_ms: 5.0,
-            ..d()
-        },
-    ];
-    for o in singles {
-        for snip_edges in [true, false] {
-            grid.push(FbankOptions {
-                snip_edges,
-                ..o.clone()
-            });
-        }
-    }
-    grid
-}
-
-/// Test signals at 16 kHz: fixture utterances (one with an 8 kHz original, one stereo when
-/// there is one) and RAVDESS speech when it is present.
-fn signals() -> Vec<(String, Vec<f32>)> {
-    let fixture = common::fixture();
-    let wavs = common::files(&fixture.join("wav"), "wav");
-    let mut picked: Vec<PathBuf> = wavs.iter().take(2).cloned().collect();
-    for want_rate in [8000u32, 44100] {
-        if let Some(p) = wavs
-            .iter()
-            .find(|p| decode::decode_interleaved(p).is_ok_and(|(_, _, rate)| rate == want_rate))
-        {
-            picked.push(p.clone());
-        }
-    }
-    if let Some(root) = stage_kit::reference::ravdess_root() {
-        picked.push(root.join("flac16k/Actor_01/03-01-05-02-01-01-01.flac"));
-        picked.push(root.join("flac16k/Actor_12/03-01-01-01-02-02-12.flac"));
-    }
-    picked
-        .iter()
-        .map(|p| {
-            (
-                p.display().to_string(),
-                decode::load_mono(p, 16000).unwrap(),
-            )
-        })
-        .collect()
 }
 
 struct Job {
