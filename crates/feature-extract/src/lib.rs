@@ -7,6 +7,8 @@ pub mod error;
 pub mod fbank;
 pub mod fbank_tch;
 pub mod mp4;
+pub mod normalize;
+pub mod vad;
 
 pub use embeddings::Embeddings;
 pub use error::{Error, Result};
