@@ -9,6 +9,7 @@ pub mod fbank;
 pub mod fbank_tch;
 pub mod mp4;
 pub mod normalize;
+pub mod prepare;
 pub mod vad;
 
 pub use embeddings::Embeddings;
