@@ -1,6 +1,7 @@
 //! Features: decoding, Kaldi-exact filterbanks, voice activity detection, normalisation,
 //! augmentation, and the HDF5 stores (audio/fbank caches, embeddings) shared by the stages.
 
+pub mod augment;
 pub mod cache;
 pub mod decode;
 pub mod embeddings;

@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use data_manifest::{RejectList, Utterance, UtteranceManifest};
+use data_manifest::RejectList;
 use feature_extract::cache::{AudioCache, FbankCache};
-use feature_extract::decode;
 use feature_extract::fbank::{Fbank, FbankOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_feature-extract");
@@ -18,43 +17,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_feature-extract");
 /// A manifest of `count` fixture utterances plus one missing file.
 fn manifest(dir: &Path, count: usize) -> PathBuf {
     let root = common::fixture();
-    let mut utterances: Vec<Utterance> = common::files(&root.join("wav"), "wav")
+    let mut files: Vec<(PathBuf, String)> = common::files(&root.join("wav"), "wav")
         .into_iter()
         .take(count)
-        .map(|p| {
-            let rel = p.strip_prefix(&root).unwrap().to_str().unwrap().to_owned();
-            let (x, channels, rate) = decode::decode_interleaved(&p).unwrap();
-            Utterance {
-                utt_id: rel
-                    .trim_start_matches("wav/")
-                    .trim_end_matches(".wav")
-                    .to_owned(),
-                path: rel,
-                corpus: "fixture".into(),
-                speaker: None,
-                session: None,
-                num_samples: (x.len() / channels) as u64,
-                sample_rate: rate,
-                channels: channels as u16,
-                codec: "pcm_s16le".into(),
-                split: "train".into(),
-                emotion: None,
-                fold: None,
-            }
-        })
+        .map(|p| (p, "train".to_owned()))
         .collect();
-    let mut missing = utterances[0].clone();
-    missing.utt_id = "missing/utterance".into();
-    missing.path = "wav/missing.wav".into();
-    utterances.insert(3, missing);
-    let path = dir.join("utterances.parquet");
-    UtteranceManifest {
-        corpus_root: root,
-        utterances,
-    }
-    .write(&path)
-    .unwrap();
-    path
+    files.insert(3, (root.join("wav/missing.wav"), "train".to_owned()));
+    common::write_manifest(dir, &root, &files)
 }
 
 fn prepare_cmd(manifest: &Path, out: &Path, extra: &[&str]) -> Command {

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use data_manifest::{Utterance, UtteranceManifest};
 use feature_extract::decode;
 use feature_extract::fbank::{FbankOptions, WindowType};
 
@@ -160,4 +161,44 @@ pub fn signals() -> Vec<(String, Vec<f32>)> {
             )
         })
         .collect()
+}
+
+/// Writes `utterances.parquet` into `dir` for `files` (path, split) under `root`; ids are the
+/// relative paths without extension.
+pub fn write_manifest(dir: &Path, root: &Path, files: &[(PathBuf, String)]) -> PathBuf {
+    let utterances = files
+        .iter()
+        .map(|(p, split)| {
+            let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+            let (num_samples, channels, sample_rate) = match decode::decode_interleaved(p) {
+                Ok((x, channels, rate)) => ((x.len() / channels) as u64, channels as u16, rate),
+                Err(_) => (0, 1, 16000),
+            };
+            Utterance {
+                utt_id: rel
+                    .rsplit_once('.')
+                    .map_or(rel.as_str(), |(id, _)| id)
+                    .to_owned(),
+                path: rel.clone(),
+                corpus: "fixture".into(),
+                speaker: None,
+                session: None,
+                num_samples,
+                sample_rate,
+                channels,
+                codec: "pcm_s16le".into(),
+                split: split.clone(),
+                emotion: None,
+                fold: None,
+            }
+        })
+        .collect();
+    let path = dir.join("utterances.parquet");
+    UtteranceManifest {
+        corpus_root: root.to_path_buf(),
+        utterances,
+    }
+    .write(&path)
+    .unwrap();
+    path
 }
