@@ -19,6 +19,14 @@ pub const KIND: TableKind = TableKind {
 /// Metadata key of the corpus root (absolute path).
 pub const CORPUS_ROOT_KEY: &str = "speech_dino.corpus_root";
 
+/// Metadata key present when a manifest went through a filter that used speaker labels
+/// (its value says which): such a manifest must not feed self-supervised training.
+pub const LABEL_FILTERS_KEY: &str = "speech_dino.label_filters";
+
+/// Metadata a manifest carries besides its schema tag and corpus root (scanner, label
+/// filters, ...), kept by the utilities that rewrite a manifest.
+pub type ExtraMetadata = std::collections::BTreeMap<String, String>;
+
 /// One utterance. `speaker`, `session` and `emotion` are ground truth for evaluation and
 /// diagnostics only; self-supervised training never reads them.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +102,11 @@ impl UtteranceManifest {
 
     /// Writes the manifest atomically; duplicate ids are an error.
     pub fn write(&self, path: &Path) -> Result<()> {
+        self.write_with_metadata(path, &ExtraMetadata::new())
+    }
+
+    /// Writes the manifest atomically with `extra` key-value metadata.
+    pub fn write_with_metadata(&self, path: &Path, extra: &ExtraMetadata) -> Result<()> {
         self.check_unique_ids(path)?;
         let u = &self.utterances;
         let columns: Vec<(&str, ArrayRef)> = vec![
@@ -135,8 +148,21 @@ impl UtteranceManifest {
                 optional_strings(u.iter().map(|x| x.fold.as_deref())),
             ),
         ];
-        let root = self.corpus_root.display().to_string();
-        table::write(path, KIND, &[(CORPUS_ROOT_KEY, root)], columns)
+        let mut metadata: Vec<(&str, String)> = extra
+            .iter()
+            .filter(|(k, _)| k.as_str() != CORPUS_ROOT_KEY && k.as_str() != table::SCHEMA_KEY)
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        metadata.push((CORPUS_ROOT_KEY, self.corpus_root.display().to_string()));
+        table::write(path, KIND, &metadata, columns)
+    }
+
+    /// The extra metadata of the manifest at `path` (read from its footer alone).
+    pub fn read_metadata(path: &Path) -> Result<ExtraMetadata> {
+        Ok(table::read_metadata(path, KIND)?
+            .into_iter()
+            .filter(|(k, _)| k != CORPUS_ROOT_KEY && k != table::SCHEMA_KEY)
+            .collect())
     }
 
     /// Reads a manifest; duplicate ids are an error.
