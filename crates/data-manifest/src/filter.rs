@@ -160,9 +160,17 @@ mod tests {
                 ..Default::default()
             },
         );
-        let kept: Vec<&str> = manifest.utterances.iter().map(|u| u.utt_id.as_str()).collect();
+        let kept: Vec<&str> = manifest
+            .utterances
+            .iter()
+            .map(|u| u.utt_id.as_str())
+            .collect();
         assert_eq!(kept, ["a1", "a2"]);
         assert_eq!(summary.label_filters, ["min_utterances_per_speaker=2"]);
-        assert!(summary.paragraph().starts_with("WARNING: this filter used speaker labels"));
+        assert!(
+            summary
+                .paragraph()
+                .starts_with("WARNING: this filter used speaker labels")
+        );
     }
 }

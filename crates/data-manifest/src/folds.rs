@@ -178,8 +178,8 @@ mod tests {
         let summary = assign_folds(&mut a, FoldUnit::Speaker, 3, 7).unwrap();
         let mut fold_of_speaker: HashMap<String, String> = HashMap::new();
         for u in &a.utterances {
-            let previous = fold_of_speaker
-                .insert(u.speaker.clone().unwrap(), u.fold.clone().unwrap());
+            let previous =
+                fold_of_speaker.insert(u.speaker.clone().unwrap(), u.fold.clone().unwrap());
             assert!(previous.is_none_or(|p| Some(p) == u.fold));
         }
         assert_eq!(summary.utterances_per_fold.iter().sum::<usize>(), 40);

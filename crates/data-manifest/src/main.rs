@@ -270,7 +270,13 @@ fn main() -> anyhow::Result<()> {
             out,
             drop_missing,
             summary_json,
-        } => trials(&list, &manifest, &out, drop_missing, summary_json.as_deref()),
+        } => trials(
+            &list,
+            &manifest,
+            &out,
+            drop_missing,
+            summary_json.as_deref(),
+        ),
         Command::MakeTrials {
             manifest,
             out,
@@ -389,7 +395,11 @@ fn main() -> anyhow::Result<()> {
             if let Some(rejects_out) = rejects_out {
                 let all = data_manifest::merge::merge_rejects(&rejects)?;
                 all.write(&rejects_out)?;
-                text += &format!(" and {} rejects into {}", all.rejects.len(), rejects_out.display());
+                text += &format!(
+                    " and {} rejects into {}",
+                    all.rejects.len(),
+                    rejects_out.display()
+                );
             }
             println!("{text}.");
             Ok(())
@@ -434,9 +444,7 @@ fn scan(layout: &Layout, args: &ScanArgs) -> anyhow::Result<()> {
         bail!("no utterance found under {}", args.root.display());
     }
     let metadata = ExtraMetadata::from([(SCANNER_KEY.to_owned(), layout.name())]);
-    outcome
-        .manifest
-        .write_with_metadata(&args.out, &metadata)?;
+    outcome.manifest.write_with_metadata(&args.out, &metadata)?;
     Ok(())
 }
 

@@ -34,7 +34,9 @@ const NONTARGET_TRIES: usize = 100;
 /// Why no list could be made.
 #[derive(Debug, thiserror::Error)]
 pub enum MakeTrialsError {
-    #[error("the manifest has {0} speaker(s) with labels among the selected utterances; trials need at least 2")]
+    #[error(
+        "the manifest has {0} speaker(s) with labels among the selected utterances; trials need at least 2"
+    )]
     TooFewSpeakers(usize),
     #[error("no speaker has two utterances that may form a target pair")]
     NoTargets,

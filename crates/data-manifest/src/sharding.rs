@@ -76,7 +76,9 @@ impl Summary for ShardSummary {
         let (min, max) = self
             .hours_per_shard
             .iter()
-            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &h| (lo.min(h), hi.max(h)));
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &h| {
+                (lo.min(h), hi.max(h))
+            });
         format!(
             "Shard {}: {} utterances, {:.3} h; the {} shards hold {:.3}-{:.3} h each.",
             self.shard,

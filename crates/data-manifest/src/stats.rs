@@ -9,7 +9,8 @@ use crate::summary::Summary;
 use crate::utterances::UtteranceManifest;
 
 /// Upper edges (seconds) of the duration histogram's bins; the last bin is open.
-pub const DURATION_BIN_EDGES: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 60.0];
+pub const DURATION_BIN_EDGES: &[f64] =
+    &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 60.0];
 
 /// Counts of one split.
 #[derive(Debug, Clone, Default, Serialize)]

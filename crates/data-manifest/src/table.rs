@@ -128,7 +128,10 @@ pub fn read_metadata(path: &Path, kind: TableKind) -> Result<HashMap<String, Str
 fn open_checked(
     path: &Path,
     kind: TableKind,
-) -> Result<(ParquetRecordBatchReaderBuilder<File>, HashMap<String, String>)> {
+) -> Result<(
+    ParquetRecordBatchReaderBuilder<File>,
+    HashMap<String, String>,
+)> {
     let file = File::open(path).map_err(|source| ManifestError::Io {
         path: path.to_path_buf(),
         source,

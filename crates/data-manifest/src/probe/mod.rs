@@ -4,9 +4,10 @@
 //!
 //! A file is accepted when symphonia recognises its container, its first audio track has a
 //! codec symphonia can decode, its header declares a sample rate, a channel count and a
-//! non-zero length, and the last packet the header promises can be read (so a file cut short
-//! is caught without decoding it). For AAC in MP4/M4A the length excludes the encoder's
-//! priming samples and the last frame's padding ([`mp4_timing`]).
+//! non-zero length, and the file holds all the data the header promises (WAV, FLAC: the last
+//! packet can be read; MP4: no box extends past the end), so a file cut short is caught
+//! without decoding it. For AAC in MP4/M4A the length excludes the encoder's priming samples
+//! and the last frame's padding ([`mp4_timing`]).
 
 pub mod mp4_timing;
 
@@ -70,7 +71,9 @@ impl ProbeError {
 
 /// The category of a reject reason written by [`ProbeError`] or a scanner (`<category>: ...`).
 pub fn reason_category(reason: &str) -> &str {
-    reason.split_once(':').map_or(reason, |(category, _)| category)
+    reason
+        .split_once(':')
+        .map_or(reason, |(category, _)| category)
 }
 
 /// Probes one file.
@@ -100,15 +103,19 @@ pub fn probe(path: &Path) -> Result<AudioInfo, ProbeError> {
             }
             SymphoniaError::IoError(e) => ProbeError::Unreadable(e),
             SymphoniaError::Unsupported(what) => match container {
-                None => ProbeError::NotAudio(
-                    "no known audio container (WAV, FLAC, MP4/M4A)".to_owned(),
-                ),
+                None => {
+                    ProbeError::NotAudio("no known audio container (WAV, FLAC, MP4/M4A)".to_owned())
+                }
                 // An MP4 whose moov box is missing is most often one cut short.
                 Some(Container::Mp4) => match mp4_length(&mut timing_file, 1) {
                     Err(e) => e,
-                    Ok(_) => ProbeError::Unsupported(format!("MP4 file symphonia rejects ({what})")),
+                    Ok(_) => {
+                        ProbeError::Unsupported(format!("MP4 file symphonia rejects ({what})"))
+                    }
                 },
-                Some(c) => ProbeError::Unsupported(format!("{c:?} file symphonia rejects ({what})")),
+                Some(c) => {
+                    ProbeError::Unsupported(format!("{c:?} file symphonia rejects ({what})"))
+                }
             },
             other => ProbeError::Corrupt(format!("unreadable header ({other})")),
         })?;
@@ -117,7 +124,9 @@ pub fn probe(path: &Path) -> Result<AudioInfo, ProbeError> {
         .ok_or_else(|| ProbeError::Unsupported("no audio track with a known codec".to_owned()))?
         .clone();
     let Some(CodecParameters::Audio(params)) = &track.codec_params else {
-        return Err(ProbeError::Unsupported("no audio codec parameters".to_owned()));
+        return Err(ProbeError::Unsupported(
+            "no audio codec parameters".to_owned(),
+        ));
     };
     let codec = symphonia::default::get_codecs()
         .get_audio_decoder(params.codec)
@@ -135,12 +144,15 @@ pub fn probe(path: &Path) -> Result<AudioInfo, ProbeError> {
         .map(|c| c.count())
         .filter(|&c| c > 0)
         .ok_or_else(|| ProbeError::Corrupt("no channel count in the header".to_owned()))?;
-    let channels = u16::try_from(channels)
-        .map_err(|_| ProbeError::Corrupt(format!("{channels} channels")))?;
+    let channels =
+        u16::try_from(channels).map_err(|_| ProbeError::Corrupt(format!("{channels} channels")))?;
     let coded_frames = track.num_frames.ok_or_else(|| {
         ProbeError::Unsupported("the header does not declare the length".to_owned())
     })?;
-    let num_samples = if format.format_info().short_name == "isomp4" {
+    // MP4: the walk over the top-level boxes that reads the edit list also finds a file cut
+    // short (its mdat box extends past the end), so no packet needs reading.
+    let is_mp4 = format.format_info().short_name == "isomp4";
+    let num_samples = if is_mp4 {
         mp4_length(&mut timing_file, sample_rate)?
     } else {
         coded_frames
@@ -148,7 +160,9 @@ pub fn probe(path: &Path) -> Result<AudioInfo, ProbeError> {
     if num_samples == 0 || coded_frames == 0 {
         return Err(ProbeError::ZeroLength);
     }
-    check_last_packet(format.as_mut(), track.id, track.start_ts, coded_frames)?;
+    if !is_mp4 {
+        check_last_packet(format.as_mut(), track.id, track.start_ts, coded_frames)?;
+    }
     Ok(AudioInfo {
         num_samples,
         sample_rate,
@@ -172,15 +186,17 @@ fn sniff(file: &mut File) -> io::Result<Option<Container>> {
     let n = file.read(&mut head)?;
     file.seek(SeekFrom::Start(0))?;
     let head = &head[..n];
-    Ok(if head.starts_with(b"RIFF") && head.get(8..12) == Some(b"WAVE") {
-        Some(Container::Wav)
-    } else if head.starts_with(b"fLaC") {
-        Some(Container::Flac)
-    } else if head.get(4..8) == Some(b"ftyp") {
-        Some(Container::Mp4)
-    } else {
-        None
-    })
+    Ok(
+        if head.starts_with(b"RIFF") && head.get(8..12) == Some(b"WAVE") {
+            Some(Container::Wav)
+        } else if head.starts_with(b"fLaC") {
+            Some(Container::Flac)
+        } else if head.get(4..8) == Some(b"ftyp") {
+            Some(Container::Mp4)
+        } else {
+            None
+        },
+    )
 }
 
 /// Playable samples of an MP4 file's audio track, at `sample_rate`.
@@ -216,13 +232,7 @@ fn check_last_packet(
     let corrupt = |what: &str, e: SymphoniaError| {
         ProbeError::Corrupt(format!("cannot {what} the last of {frames} frames ({e})"))
     };
-    match format.seek(
-        SeekMode::Accurate,
-        SeekTo::Timestamp {
-            ts: last,
-            track_id,
-        },
-    ) {
+    match format.seek(SeekMode::Accurate, SeekTo::Timestamp { ts: last, track_id }) {
         Ok(_) => {}
         Err(SymphoniaError::IoError(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
             return Err(truncated(&e));

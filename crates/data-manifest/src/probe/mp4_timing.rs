@@ -6,8 +6,9 @@
 //! The length is taken, in order of preference, from
 //! 1. iTunes gapless metadata (`moov/udta/meta/ilst/----` named `iTunSMPB`): the original
 //!    sample count, exact;
-//! 2. the edit list (`edts/elst`): the media time of the first non-empty edit is the priming
-//!    (1024 for ffmpeg's encoder, 2112 for Apple's) and its segment duration bounds the end;
+//! 2. the edit list (`edts/elst`): the media time of a non-empty edit is the priming (1024
+//!    for ffmpeg's encoder, 2112 for Apple's) and its segment duration bounds the end (see
+//!    [`edited_length`] for the rounding of that duration);
 //! 3. the sample table alone, when the file has neither.
 //!
 //! The same walk over the top-level boxes finds files cut short: a box that claims to extend
@@ -73,9 +74,7 @@ pub fn read(file: &mut File) -> Result<Mp4Timing, Mp4TimingError> {
         });
     }
     let playable = match find(trak, b"edts").and_then(|e| find(e, b"elst")) {
-        Some(elst) => {
-            edited_length(&parse_elst(elst)?, coded, mvhd_timescale, media_timescale)
-        }
+        Some(elst) => edited_length(&parse_elst(elst)?, coded, mvhd_timescale, media_timescale),
         None => coded,
     };
     Ok(Mp4Timing {
@@ -124,7 +123,9 @@ fn read_moov(file: &mut File) -> Result<Vec<u8>, Mp4TimingError> {
         if &name == b"moov" {
             let body_len = size - header_len;
             if body_len > MAX_MOOV_BYTES {
-                return Err(malformed(&format!("moov box of {body_len} bytes is too large")));
+                return Err(malformed(&format!(
+                    "moov box of {body_len} bytes is too large"
+                )));
             }
             let mut body = vec![0u8; body_len as usize];
             file.read_exact(&mut body)?;
@@ -237,25 +238,30 @@ fn parse_elst(body: &[u8]) -> Result<Vec<Edit>, Mp4TimingError> {
         .collect()
 }
 
-/// Samples the edits play out of `coded` samples: the non-empty edits' segment durations
-/// (converted from the movie to the media timescale, rounded up) bounded by what the media
-/// holds after each edit's start.
+/// Samples the edits play out of `coded` samples. Each non-empty edit plays what the media
+/// holds after its start, bounded by its segment duration. The segment duration is in the
+/// movie timescale, often milliseconds (ffmpeg), so it is only known to one movie tick: when
+/// the media's own end is within a tick of it, the media's end is the exact length (ffmpeg
+/// writes the last sample's true duration into `stts`); otherwise the segment cuts the
+/// padding off (Apple's encoder keeps whole frames in `stts`).
 fn edited_length(edits: &[Edit], coded: u64, movie_timescale: u32, media_timescale: u32) -> u64 {
     let played: Vec<&Edit> = edits.iter().filter(|e| e.media_time >= 0).collect();
     if played.is_empty() {
         return coded;
     }
+    let tick = u64::from(media_timescale.div_ceil(movie_timescale));
     played
         .iter()
         .map(|edit| {
             let available = coded.saturating_sub(edit.media_time as u64);
             let duration = (u128::from(edit.segment_duration) * u128::from(media_timescale))
                 .div_ceil(u128::from(movie_timescale));
+            let duration = u64::try_from(duration).unwrap_or(u64::MAX);
             // A zero segment duration means "to the end of the media" in fragmented files.
-            if duration == 0 {
+            if duration == 0 || available.abs_diff(duration) <= tick {
                 available
             } else {
-                available.min(u64::try_from(duration).unwrap_or(u64::MAX))
+                available.min(duration)
             }
         })
         .sum::<u64>()
@@ -309,6 +315,12 @@ mod tests {
             media_time: 1024,
         }];
         assert_eq!(edited_length(&edits, 11732, 1000, 16000), 10708);
+        // 100000 samples at 48 kHz: 2083.33 ms written as 2083, below the true end.
+        let edits = [Edit {
+            segment_duration: 2083,
+            media_time: 1024,
+        }];
+        assert_eq!(edited_length(&edits, 101_024, 1000, 48000), 100_000);
     }
 
     #[test]

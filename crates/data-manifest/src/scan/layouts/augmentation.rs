@@ -29,17 +29,22 @@ pub fn rirs(root: &Path, base: &str) -> Result<Listing> {
     list(root, base, |inner| {
         let parts: Vec<&str> = inner.split('/').collect();
         match parts[..] {
-            ["simulated_rirs", room @ ("smallroom" | "mediumroom" | "largeroom"), _, ..] => {
-                Ok(room.to_owned())
-            }
+            [
+                "simulated_rirs",
+                room @ ("smallroom" | "mediumroom" | "largeroom"),
+                _,
+                ..,
+            ] => Ok(room.to_owned()),
             ["real_rirs_isotropic_noises", name] if name.contains("noise") => {
                 Ok("isotropic_noise".to_owned())
             }
             ["real_rirs_isotropic_noises", _] => Ok("real".to_owned()),
             ["pointsource_noises", _] => Ok("pointsource_noise".to_owned()),
-            _ => Err("expected simulated_rirs/<size>room/..., real_rirs_isotropic_noises/<file> \
+            _ => Err(
+                "expected simulated_rirs/<size>room/..., real_rirs_isotropic_noises/<file> \
                  or pointsource_noises/<file>"
-                .to_owned()),
+                    .to_owned(),
+            ),
         }
     })
 }
@@ -54,9 +59,11 @@ fn list(
     for path in audio_files(root, base)? {
         let inner = under(&path, base);
         match category(inner) {
-            Ok(split) => listing
-                .candidates
-                .push(Candidate::new(&path, without_extension(inner), &split)),
+            Ok(split) => {
+                listing
+                    .candidates
+                    .push(Candidate::new(&path, without_extension(inner), &split))
+            }
             Err(reason) => listing.reject(&path, "layout", reason),
         }
     }
@@ -91,11 +98,26 @@ mod tests {
         assert_eq!(
             splits,
             [
-                ("pointsource_noises/noise-free-sound-0001", "pointsource_noise"),
-                ("real_rirs_isotropic_noises/RVB2014_type1_noise_largeroom1_1", "isotropic_noise"),
-                ("real_rirs_isotropic_noises/RVB2014_type1_rir_largeroom1_near_angla", "real"),
-                ("simulated_rirs/largeroom/Room002/Room002-00001", "largeroom"),
-                ("simulated_rirs/smallroom/Room001/Room001-00001", "smallroom"),
+                (
+                    "pointsource_noises/noise-free-sound-0001",
+                    "pointsource_noise"
+                ),
+                (
+                    "real_rirs_isotropic_noises/RVB2014_type1_noise_largeroom1_1",
+                    "isotropic_noise"
+                ),
+                (
+                    "real_rirs_isotropic_noises/RVB2014_type1_rir_largeroom1_near_angla",
+                    "real"
+                ),
+                (
+                    "simulated_rirs/largeroom/Room002/Room002-00001",
+                    "largeroom"
+                ),
+                (
+                    "simulated_rirs/smallroom/Room001/Room001-00001",
+                    "smallroom"
+                ),
             ]
         );
         assert_eq!(listing.rejects.len(), 1);

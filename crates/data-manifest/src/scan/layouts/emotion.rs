@@ -122,7 +122,11 @@ pub fn iemocap(root: &Path, all_emotions: bool) -> Result<Listing> {
         for turn in labels.keys().filter(|t| !labelled.contains(*t)) {
             let dialog = turn.rsplit_once('_').map_or(turn.as_str(), |(d, _)| d);
             let path = format!("{session}/sentences/wav/{dialog}/{turn}.wav");
-            listing.reject(&path, "missing", "labelled in dialog/EmoEvaluation but no audio file");
+            listing.reject(
+                &path,
+                "missing",
+                "labelled in dialog/EmoEvaluation but no audio file",
+            );
         }
     }
     if sessions == 0 {
@@ -198,13 +202,21 @@ pub fn msp_podcast(root: &Path, all_emotions: bool) -> Result<Listing> {
         let field = |i: usize| record.get(i).unwrap_or("").trim();
         let path = format!("Audios/{}", field(file_col));
         if !audio.contains(&path) {
-            listing.reject(&path, "missing", "labelled in labels_consensus.csv but no audio file");
+            listing.reject(
+                &path,
+                "missing",
+                "labelled in labels_consensus.csv but no audio file",
+            );
             continue;
         }
         labelled.insert(path.clone());
         let class = field(class_col);
         if !all_emotions && !MSP_PODCAST_EMOTIONS.contains(&class) {
-            listing.reject(&path, EXCLUDED, format!("EmoClass {class} is not an emotion class"));
+            listing.reject(
+                &path,
+                EXCLUDED,
+                format!("EmoClass {class} is not an emotion class"),
+            );
             continue;
         }
         let speaker = field(speaker_col);

@@ -24,7 +24,9 @@ fn voxceleb1_split(speaker: &str) -> &'static str {
 
 /// VoxCeleb1: `wav/idNNNNN/<youtube-id>/NNNNN.wav` under the root.
 pub fn voxceleb1(root: &Path) -> Result<Listing> {
-    speaker_tree(root, "wav", |speaker| Ok(voxceleb1_split(speaker).to_owned()))
+    speaker_tree(root, "wav", |speaker| {
+        Ok(voxceleb1_split(speaker).to_owned())
+    })
 }
 
 /// A `<base>/<speaker>/<session>/<utterance>.<ext>` tree: the utterance id is the path under
@@ -105,7 +107,12 @@ mod tests {
             .unwrap();
         assert_eq!(
             (&m[1], &m[2], &m[3], &m[4]),
-            ("test", "id00017/01dfn2spqyE/00001", "id00017", "01dfn2spqyE")
+            (
+                "test",
+                "id00017/01dfn2spqyE/00001",
+                "id00017",
+                "01dfn2spqyE"
+            )
         );
         let m = VOXCELEB2_PATH
             .captures("wav/id00012/21Uxsk56VDQ/00001.wav")
