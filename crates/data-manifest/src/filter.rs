@@ -116,19 +116,8 @@ mod tests {
 
     #[test]
     fn duration_and_label_filters() {
-        let utt = |id: &str, speaker: Option<&str>, seconds: u64| Utterance {
-            utt_id: id.into(),
-            path: format!("{id}.wav"),
-            corpus: "test".into(),
-            speaker: speaker.map(Into::into),
-            session: None,
-            num_samples: 16000 * seconds,
-            sample_rate: 16000,
-            channels: 1,
-            codec: "pcm_s16le".into(),
-            split: "train".into(),
-            emotion: None,
-            fold: None,
+        let utt = |id: &str, speaker: Option<&str>, seconds: u64| {
+            Utterance::for_test(id, speaker, seconds as f64)
         };
         let mut manifest = UtteranceManifest {
             corpus_root: "/c".into(),

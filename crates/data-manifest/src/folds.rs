@@ -92,7 +92,7 @@ pub fn assign_folds(
     }
     let mut groups: Vec<(&str, usize)> = sizes.into_iter().collect();
     groups.shuffle(&mut stage_kit::rng::stream(seed, "folds"));
-    groups.sort_by(|a, b| b.1.cmp(&a.1));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1));
     let mut load = vec![0usize; folds];
     let mut group_count = vec![0usize; folds];
     let mut fold_of: BTreeMap<String, usize> = BTreeMap::new();
@@ -152,18 +152,8 @@ mod tests {
     fn manifest() -> UtteranceManifest {
         let utterances = (0..40)
             .map(|i| Utterance {
-                utt_id: format!("u{i:02}"),
-                path: format!("u{i:02}.wav"),
-                corpus: "test".into(),
-                speaker: Some(format!("s{}", i % 7)),
                 session: Some(format!("sess{}", i % 3)),
-                num_samples: 16000,
-                sample_rate: 16000,
-                channels: 1,
-                codec: "pcm_s16le".into(),
-                split: "all".into(),
-                emotion: None,
-                fold: None,
+                ..Utterance::for_test(&format!("u{i:02}"), Some(&format!("s{}", i % 7)), 1.0)
             })
             .collect();
         UtteranceManifest {

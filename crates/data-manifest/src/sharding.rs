@@ -99,20 +99,7 @@ mod tests {
     #[test]
     fn shards_partition_and_balance_by_duration() {
         let utterances: Vec<Utterance> = (0..50u64)
-            .map(|i| Utterance {
-                utt_id: format!("u{i:02}"),
-                path: format!("u{i:02}.wav"),
-                corpus: "test".into(),
-                speaker: None,
-                session: None,
-                num_samples: 16000 * (1 + (i * 7919) % 13),
-                sample_rate: 16000,
-                channels: 1,
-                codec: "pcm_s16le".into(),
-                split: "train".into(),
-                emotion: None,
-                fold: None,
-            })
+            .map(|i| Utterance::for_test(&format!("u{i:02}"), None, (1 + (i * 7919) % 13) as f64))
             .collect();
         let longest = utterances
             .iter()

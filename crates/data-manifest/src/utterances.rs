@@ -55,6 +55,25 @@ impl Utterance {
     pub fn duration_seconds(&self) -> f64 {
         self.num_samples as f64 / f64::from(self.sample_rate.max(1))
     }
+
+    /// A 16 kHz mono `train` utterance of `seconds` for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: &str, speaker: Option<&str>, seconds: f64) -> Self {
+        Utterance {
+            utt_id: id.to_owned(),
+            path: format!("{id}.wav"),
+            corpus: "test".to_owned(),
+            speaker: speaker.map(str::to_owned),
+            session: None,
+            num_samples: (16000.0 * seconds) as u64,
+            sample_rate: 16000,
+            channels: 1,
+            codec: "pcm_s16le".to_owned(),
+            split: "train".to_owned(),
+            emotion: None,
+            fold: None,
+        }
+    }
 }
 
 /// A corpus manifest.

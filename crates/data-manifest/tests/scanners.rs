@@ -36,16 +36,12 @@ fn distinct<'a>(values: impl Iterator<Item = Option<&'a str>>) -> BTreeSet<&'a s
 
 #[test]
 fn voxceleb1() {
-    let dir = tempfile::tempdir().unwrap();
-    common::place_wavs(
-        dir.path(),
-        &[
-            "wav/id10270/x6uYqmx31kE/00001.wav",
-            "wav/id10270/8jEAjG6SegY/00008.wav",
-            "wav/id10001/1zcIwhmdeo4/00001.wav",
-            "wav/id10001/stray.wav",
-        ],
-    );
+    let dir = common::wav_tree(&[
+        "wav/id10270/x6uYqmx31kE/00001.wav",
+        "wav/id10270/8jEAjG6SegY/00008.wav",
+        "wav/id10001/1zcIwhmdeo4/00001.wav",
+        "wav/id10001/stray.wav",
+    ]);
     common::write_text(dir.path(), "wav/README.txt", "not audio, not looked at");
     let o = run(Layout::VoxCeleb1, dir.path());
     let m = &o.manifest;
@@ -132,16 +128,12 @@ fn voxceleb2_m4a_and_converted_copies() {
 
 #[test]
 fn generic_components_and_regex() {
-    let dir = tempfile::tempdir().unwrap();
-    common::place_wavs(
-        dir.path(),
-        &[
-            "spk1/day1/a.wav",
-            "spk1/day2/b.wav",
-            "spk2/day1/c.wav",
-            "loose.wav",
-        ],
-    );
+    let dir = common::wav_tree(&[
+        "spk1/day1/a.wav",
+        "spk1/day2/b.wav",
+        "spk2/day1/c.wav",
+        "loose.wav",
+    ]);
     let o = run(
         Layout::Generic(GenericOptions {
             speaker_component: Some(0),
@@ -183,16 +175,12 @@ fn generic_components_and_regex() {
 
 #[test]
 fn crema_d() {
-    let dir = tempfile::tempdir().unwrap();
-    common::place_wavs(
-        dir.path(),
-        &[
-            "AudioWAV/1001_DFA_ANG_XX.wav",
-            "AudioWAV/1001_IEO_HAP_HI.wav",
-            "AudioWAV/1002_DFA_NEU_XX.wav",
-            "AudioWAV/1002_DFA_XYZ_XX.wav",
-        ],
-    );
+    let dir = common::wav_tree(&[
+        "AudioWAV/1001_DFA_ANG_XX.wav",
+        "AudioWAV/1001_IEO_HAP_HI.wav",
+        "AudioWAV/1002_DFA_NEU_XX.wav",
+        "AudioWAV/1002_DFA_XYZ_XX.wav",
+    ]);
     let o = run(Layout::CremaD, dir.path());
     assert_eq!(
         ids(&o.manifest),
@@ -297,17 +285,13 @@ fn iemocap_four_classes_sessions_and_missing_audio() {
 
 #[test]
 fn msp_podcast_labels_splits_and_speakers() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::wav_tree(&[
+        "Audios/MSP-PODCAST_0001_0008.wav",
+        "Audios/MSP-PODCAST_0001_0010.wav",
+        "Audios/MSP-PODCAST_0002_0001.wav",
+        "Audios/MSP-PODCAST_0003_0001.wav",
+    ]);
     let d = dir.path();
-    common::place_wavs(
-        d,
-        &[
-            "Audios/MSP-PODCAST_0001_0008.wav",
-            "Audios/MSP-PODCAST_0001_0010.wav",
-            "Audios/MSP-PODCAST_0002_0001.wav",
-            "Audios/MSP-PODCAST_0003_0001.wav",
-        ],
-    );
     common::write_text(
         d,
         "Labels/labels_consensus.csv",
@@ -355,17 +339,13 @@ fn msp_podcast_labels_splits_and_speakers() {
 
 #[test]
 fn ravdess_synthetic_tree() {
-    let dir = tempfile::tempdir().unwrap();
-    common::place_wavs(
-        dir.path(),
-        &[
-            "Actor_01/03-01-05-01-02-01-01.wav",
-            "Actor_01/03-01-01-01-01-01-01.wav",
-            "Actor_02/03-01-08-02-01-02-02.wav",
-            "Actor_01/03-02-05-01-02-01-01.wav",
-            "Actor_02/03-01-05-01-02-01-01.wav",
-        ],
-    );
+    let dir = common::wav_tree(&[
+        "Actor_01/03-01-05-01-02-01-01.wav",
+        "Actor_01/03-01-01-01-01-01-01.wav",
+        "Actor_02/03-01-08-02-01-02-02.wav",
+        "Actor_01/03-02-05-01-02-01-01.wav",
+        "Actor_02/03-01-05-01-02-01-01.wav",
+    ]);
     let o = run(Layout::Ravdess, dir.path());
     assert_eq!(
         ids(&o.manifest),
@@ -452,19 +432,15 @@ fn ravdess_for_real_with_both_scanners() {
 
 #[test]
 fn musan_and_rirs_categories() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::wav_tree(&[
+        "musan/noise/free-sound/noise-free-sound-0000.wav",
+        "musan/music/fma/music-fma-0000.wav",
+        "musan/speech/librivox/speech-librivox-0000.wav",
+        "musan/other/x.wav",
+        "RIRS_NOISES/simulated_rirs/mediumroom/Room001/Room001-00001.wav",
+        "RIRS_NOISES/real_rirs_isotropic_noises/RWCP_type1_rir_circle_ane_imp050.wav",
+    ]);
     let d = dir.path();
-    common::place_wavs(
-        d,
-        &[
-            "musan/noise/free-sound/noise-free-sound-0000.wav",
-            "musan/music/fma/music-fma-0000.wav",
-            "musan/speech/librivox/speech-librivox-0000.wav",
-            "musan/other/x.wav",
-            "RIRS_NOISES/simulated_rirs/mediumroom/Room001/Room001-00001.wav",
-            "RIRS_NOISES/real_rirs_isotropic_noises/RWCP_type1_rir_circle_ane_imp050.wav",
-        ],
-    );
     let o = run(Layout::Musan, &d.join("musan"));
     let splits: Vec<(&str, &str)> = o
         .manifest

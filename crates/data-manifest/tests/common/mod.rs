@@ -44,6 +44,13 @@ pub fn place_wavs(root: &Path, rels: &[&str]) {
     }
 }
 
+/// A temporary corpus folder with fixture WAVs at `rels`.
+pub fn wav_tree(rels: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    place_wavs(dir.path(), rels);
+    dir
+}
+
 /// Writes a text file, creating folders.
 pub fn write_text(root: &Path, rel: &str, text: &str) {
     let dest = root.join(rel);
