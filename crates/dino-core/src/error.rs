@@ -13,6 +13,10 @@ pub enum Error {
         context: String,
         source: tch::TchError,
     },
+    #[error(transparent)]
+    Features(#[from] feature_extract::Error),
+    #[error(transparent)]
+    Manifest(#[from] data_manifest::ManifestError),
     #[error("invalid configuration: {0}")]
     Config(String),
 }

@@ -3,11 +3,15 @@
 
 pub mod aam;
 pub mod checkpoint;
+pub mod crops;
+pub mod device;
 pub mod encoder;
 pub mod error;
+pub mod features;
 pub mod head;
 pub mod loss;
 pub mod model;
+pub mod monitor;
 pub mod optim;
 pub mod prefetch;
 pub mod runtime;
