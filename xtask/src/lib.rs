@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod command;
 pub mod fixture;
+pub mod pipeline;
 pub mod setup;
 pub mod workspace;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, command, fixture, setup, workspace};
+use xtask::{bench, command, fixture, pipeline, setup, workspace};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +38,54 @@ enum Task {
     Test,
     /// Run a benchmark (probe, features, score, kmeans, train); prints ratios to references.
     Bench { name: String },
+    /// Run a pipeline (pipelines/NAME.toml or a path): every stage that is not up to date.
+    Pipeline(PipelineArgs),
+    /// Show each stage of a pipeline: state, wall time, metrics or why it would rerun.
+    Status {
+        name: String,
+        /// Corpus roots, NAME=PATH (as for `pipeline`).
+        #[arg(long = "corpus", value_parser = corpus_root)]
+        corpora: Vec<(String, PathBuf)>,
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct PipelineArgs {
+    /// Pipeline name (`fixture`, `ravdess`, `voxceleb`) or a TOML file.
+    name: String,
+    /// Print the plan (each stage, run or skip, and why) without running anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run only this stage (its inputs must be up to date).
+    #[arg(long, conflicts_with = "from")]
+    only: Option<String>,
+    /// Rerun this stage and everything downstream of it.
+    #[arg(long)]
+    from: Option<String>,
+    /// Rerun every stage.
+    #[arg(long)]
+    force: bool,
+    /// Pseudo-labelling rounds (overrides the pipeline's).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Corpus roots, NAME=PATH; otherwise the pipeline's environment variables and defaults.
+    #[arg(long = "corpus", value_parser = corpus_root)]
+    corpora: Vec<(String, PathBuf)>,
+    /// Run folder (default: runs/<pipeline>).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Fail unless DINO's EER is below the no-learning baseline's on every trial list.
+    #[arg(long)]
+    require_improvement: bool,
+}
+
+fn corpus_root(value: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = value
+        .split_once('=')
+        .ok_or_else(|| format!("{value:?}: expected NAME=PATH"))?;
+    Ok((name.to_owned(), PathBuf::from(path)))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +133,22 @@ fn main() -> anyhow::Result<()> {
             )?;
         }
         Task::Bench { name } => bench::run(&name)?,
+        Task::Pipeline(args) => pipeline::run(&pipeline::Options {
+            name: args.name,
+            dry_run: args.dry_run,
+            only: args.only,
+            from: args.from,
+            force: args.force,
+            rounds: args.rounds,
+            corpora: args.corpora.into_iter().collect(),
+            run_dir: args.run_dir,
+            require_improvement: args.require_improvement,
+        })?,
+        Task::Status {
+            name,
+            corpora,
+            run_dir,
+        } => pipeline::status(&name, run_dir, &corpora.into_iter().collect())?,
     }
     Ok(())
 }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
+use crate::encoder::EncoderConfig;
 use crate::error::{Error, Result};
+use crate::features::FeatureConfig;
 
 /// Format tag in the metadata.
 pub const FORMAT: &str = "speech-dino/checkpoint/1";
@@ -29,8 +31,17 @@ pub struct CheckpointMeta {
     pub step: usize,
     /// Prefix of the encoder whose output is the embedding (`teacher.encoder.` for DINO).
     pub embedding_prefix: String,
+    /// How to compute the embedding: the encoder and its input features.
+    pub embedding: EmbeddingSpec,
     /// The run's full configuration.
     pub config: serde_json::Value,
+}
+
+/// The encoder architecture and the features it was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingSpec {
+    pub encoder: EncoderConfig,
+    pub features: FeatureConfig,
 }
 
 struct TensorBytes {
@@ -168,9 +179,20 @@ fn parse_meta(path: &Path, file: &[u8]) -> Result<CheckpointMeta> {
     Ok(meta)
 }
 
-/// All variables of `vs` (parameters and buffers) named with `prefix`.
-pub fn var_tensors(vs: &VarStore, prefix: &str) -> Vec<(String, Tensor)> {
-    let mut out: Vec<(String, Tensor)> = vs
+/// Named variables to save or restore: a var store, or a part of one.
+pub trait VarSource {
+    fn variables(&self) -> HashMap<String, Tensor>;
+}
+
+impl VarSource for VarStore {
+    fn variables(&self) -> HashMap<String, Tensor> {
+        VarStore::variables(self)
+    }
+}
+
+/// All variables of `vars` (parameters and buffers) named with `prefix`.
+pub fn var_tensors(vars: &impl VarSource, prefix: &str) -> Vec<(String, Tensor)> {
+    let mut out: Vec<(String, Tensor)> = vars
         .variables()
         .into_iter()
         .map(|(name, t)| (format!("{prefix}{name}"), t))
@@ -179,15 +201,15 @@ pub fn var_tensors(vs: &VarStore, prefix: &str) -> Vec<(String, Tensor)> {
     out
 }
 
-/// Copies the tensors named `prefix + <variable>` into the variables of `vs`; every variable
-/// must be present with its shape.
+/// Copies the tensors named `prefix + <variable>` into the variables of `vars`; every
+/// variable must be present with its shape.
 pub fn restore_vars(
-    vs: &VarStore,
+    vars: &impl VarSource,
     tensors: &HashMap<String, Tensor>,
     prefix: &str,
     path: &Path,
 ) -> Result<()> {
-    for (name, mut var) in vs.variables() {
+    for (name, mut var) in vars.variables() {
         let key = format!("{prefix}{name}");
         let source = tensors
             .get(&key)
@@ -267,6 +289,10 @@ mod tests {
             epoch: 0,
             step,
             embedding_prefix: "teacher.encoder.".into(),
+            embedding: EmbeddingSpec {
+                encoder: EncoderConfig::preset("tiny-ecapa").unwrap(),
+                features: FeatureConfig::default(),
+            },
             config: serde_json::json!({"seed": 3}),
         }
     }

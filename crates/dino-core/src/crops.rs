@@ -41,10 +41,19 @@ impl Default for CropConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CropBatch {
     pub batch: usize,
+    /// Cache indices of the items, in batch order.
+    pub items: Vec<usize>,
     pub globals: Vec<f32>,
     pub global_len: usize,
     pub locals: Vec<f32>,
     pub local_len: usize,
+}
+
+impl CropBatch {
+    /// Number of crops (all views of all items).
+    pub fn count(&self) -> usize {
+        self.globals.len() / self.global_len.max(1) + self.locals.len() / self.local_len.max(1)
+    }
 }
 
 /// Cuts and augments crops.
@@ -102,6 +111,7 @@ impl CropSampler {
         }
         Ok(CropBatch {
             batch: b,
+            items: items.iter().map(|&(_, index)| index).collect(),
             globals,
             global_len: gl,
             locals,

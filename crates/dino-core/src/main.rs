@@ -1,7 +1,15 @@
-//! `dino-core`: DINO pretraining, embedding extraction and fine-tuning stages.
+//! `dino-core`: DINO pretraining, embedding extraction and pseudo-label fine-tuning.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use dino_core::embed::{self, EmbedConfig};
+use dino_core::encoder::{Encoder, EncoderConfig, parameter_count};
+use dino_core::finetune::{self, FinetuneConfig, FinetunePaths};
+use dino_core::pretrain::{self, PretrainConfig, PretrainPaths, StopAt};
 use dino_core::runtime::RuntimeReport;
+use serde::de::DeserializeOwned;
 
 #[derive(Parser)]
 #[command(
@@ -10,6 +18,9 @@ use dino_core::runtime::RuntimeReport;
     about = "DINO self-supervised speech embeddings on libtorch"
 )]
 struct Cli {
+    /// Also write the log as JSON lines to this file.
+    #[arg(long, global = true)]
+    log_json: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -18,11 +29,233 @@ struct Cli {
 enum Command {
     /// Print the libtorch version, thread counts, and CUDA availability with device names.
     Doctor,
+    /// Print the parameter count of each encoder preset (or of a configuration file's encoder).
+    Describe {
+        /// A pretraining configuration whose `model.encoder` to describe.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Self-supervised DINO pretraining on the utterances of a manifest.
+    Pretrain {
+        /// Pretraining configuration (TOML); defaults are the paper's recipe.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        manifest: PathBuf,
+        #[arg(long)]
+        audio_cache: PathBuf,
+        /// MUSAN-like noise cache (augmentation).
+        #[arg(long)]
+        noise_cache: Option<PathBuf>,
+        /// Room impulse response cache (augmentation).
+        #[arg(long)]
+        rir_cache: Option<PathBuf>,
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Continue from the newest checkpoint in OUT_DIR/checkpoints.
+        #[arg(long)]
+        resume: bool,
+        /// Override the configuration's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Override the configuration's device (auto, cpu, cuda, cuda:N).
+        #[arg(long)]
+        device: Option<String>,
+        /// Stop after this many steps (a checkpoint is written there); for time-boxed runs.
+        #[arg(long)]
+        stop_after: Option<usize>,
+    },
+    /// Supervised fine-tuning (AAM-softmax) of a checkpoint's encoder on kept pseudo-labels.
+    Finetune {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Checkpoint whose encoder to start from (DINO's model.safetensors or a previous round's).
+        #[arg(long)]
+        init: PathBuf,
+        #[arg(long)]
+        pseudo_labels: PathBuf,
+        #[arg(long)]
+        audio_cache: PathBuf,
+        #[arg(long)]
+        noise_cache: Option<PathBuf>,
+        #[arg(long)]
+        rir_cache: Option<PathBuf>,
+        #[arg(long)]
+        out_dir: PathBuf,
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        stop_after: Option<usize>,
+    },
+    /// Embeddings of every utterance of a manifest with a checkpoint's encoder.
+    Embed {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        manifest: PathBuf,
+        #[arg(long)]
+        audio_cache: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        device: Option<String>,
+        /// Write the headline numbers here.
+        #[arg(long)]
+        summary_json: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    stage_kit::logging::init(cli.log_json.as_deref())?;
+    match cli.command {
         Command::Doctor => print!("{}", RuntimeReport::collect()),
+        Command::Describe { config } => describe(config.as_deref())?,
+        Command::Pretrain {
+            config,
+            manifest,
+            audio_cache,
+            noise_cache,
+            rir_cache,
+            out_dir,
+            resume,
+            seed,
+            device,
+            stop_after,
+        } => {
+            let mut config: PretrainConfig = read_config(config.as_deref())?;
+            config.seed = seed.unwrap_or(config.seed);
+            config.device = device.unwrap_or(config.device);
+            let paths = PretrainPaths {
+                manifest,
+                audio_cache,
+                noise_cache,
+                rir_cache,
+                out_dir,
+            };
+            match pretrain::run(&config, &paths, resume, StopAt { step: stop_after })? {
+                Some(report) => tracing::info!(
+                    "pretraining done: {} steps, final loss {:.4}, data wait {:.1} %, {:.0} s",
+                    report.steps,
+                    report.final_loss,
+                    100.0 * report.mean_data_wait_share,
+                    report.wall_seconds
+                ),
+                None => {
+                    tracing::info!("pretraining stopped early; rerun with --resume to continue")
+                }
+            }
+        }
+        Command::Finetune {
+            config,
+            init,
+            pseudo_labels,
+            audio_cache,
+            noise_cache,
+            rir_cache,
+            out_dir,
+            resume,
+            seed,
+            device,
+            stop_after,
+        } => {
+            let mut config: FinetuneConfig = read_config(config.as_deref())?;
+            config.seed = seed.unwrap_or(config.seed);
+            config.device = device.unwrap_or(config.device);
+            let paths = FinetunePaths {
+                init,
+                pseudo_labels,
+                audio_cache,
+                noise_cache,
+                rir_cache,
+                out_dir,
+            };
+            match finetune::run(&config, &paths, resume, stop_after)? {
+                Some(report) => tracing::info!(
+                    "fine-tuning done: {} steps over {} classes, final loss {:.4}, accuracy {:.1} %, {:.0} s",
+                    report.steps,
+                    report.classes,
+                    report.final_loss,
+                    100.0 * report.final_accuracy,
+                    report.wall_seconds
+                ),
+                None => {
+                    tracing::info!("fine-tuning stopped early; rerun with --resume to continue")
+                }
+            }
+        }
+        Command::Embed {
+            checkpoint,
+            manifest,
+            audio_cache,
+            out,
+            config,
+            device,
+            summary_json,
+        } => {
+            let mut config: EmbedConfig = read_config(config.as_deref())?;
+            config.device = device.unwrap_or(config.device);
+            let report = embed::run(&checkpoint, &manifest, &audio_cache, &out, &config)?;
+            tracing::info!(
+                "{} embeddings of dimension {} ({:.2} h of audio, {:.0}x real time) in {}",
+                report.utterances,
+                report.dim,
+                report.audio_hours,
+                report.speed,
+                out.display()
+            );
+            if let Some(path) = summary_json {
+                stage_kit::write_bytes_atomically(
+                    &path,
+                    serde_json::to_string_pretty(&report)?.as_bytes(),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A TOML configuration file (unknown keys are errors), or the defaults.
+fn read_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{}: invalid configuration", path.display()))
+}
+
+fn describe(config: Option<&Path>) -> anyhow::Result<()> {
+    let count = |encoder: &EncoderConfig| {
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let _ = Encoder::new(&vs.root(), encoder);
+        parameter_count(&vs)
+    };
+    match config {
+        Some(path) => {
+            let config: PretrainConfig = read_config(Some(path))?;
+            println!(
+                "{}: {} parameters",
+                path.display(),
+                count(&config.model.encoder)
+            );
+        }
+        None => {
+            for name in EncoderConfig::PRESETS {
+                let encoder = EncoderConfig::preset(name).expect("listed preset");
+                println!(
+                    "{name:<12} {:>11} parameters, {}-dim embedding",
+                    count(&encoder),
+                    encoder.embedding_dim()
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -293,6 +293,17 @@ impl LossScaler {
         }
     }
 
+    /// The scaler's state as named tensors, for checkpoints.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("scaler.scale".to_owned(), Tensor::from(self.scale)),
+            (
+                "scaler.good_steps".to_owned(),
+                Tensor::from(self.good_steps),
+            ),
+        ]
+    }
+
     /// Unscales the gradients; returns false (and backs off) when they overflowed.
     pub fn unscale(&mut self, optimizer: &Optimizer) -> bool {
         optimizer.scale_grads(1.0 / self.scale);

@@ -1,0 +1,280 @@
+//! Embedding extraction: the encoder of a checkpoint (DINO's teacher, or the fine-tuned
+//! network) applied to every utterance of a manifest, written to `embeddings.h5`.
+//!
+//! Utterances are embedded whole, batched by length: sorted by duration, a batch holds
+//! utterances within `length_tolerance` of its shortest one, each trimmed to that length
+//! (so at most that share of an utterance's end is left out), up to `max_batch_seconds` of
+//! audio. With `chunk_seconds`, longer utterances are cut into chunks of that length whose
+//! embeddings are averaged.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use data_manifest::UtteranceManifest;
+use feature_extract::Embeddings;
+use feature_extract::cache::AudioCache;
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+use tch::Kind;
+use tch::nn::ModuleT;
+
+use crate::checkpoint;
+use crate::error::{Error, Result};
+use crate::features::FeaturePipeline;
+use crate::model::encoder_only;
+use crate::prefetch::Prefetcher;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedConfig {
+    pub device: String,
+    /// Average the embeddings of chunks of this length for longer utterances.
+    pub chunk_seconds: Option<f64>,
+    /// Largest share of an utterance left out so that it can share a batch.
+    pub length_tolerance: f64,
+    /// Audio per batch.
+    pub max_batch_seconds: f64,
+    pub workers: usize,
+}
+
+impl Default for EmbedConfig {
+    fn default() -> Self {
+        EmbedConfig {
+            device: "auto".to_owned(),
+            chunk_seconds: None,
+            length_tolerance: 0.02,
+            max_batch_seconds: 300.0,
+            workers: 2,
+        }
+    }
+}
+
+/// Headline numbers of an extraction (`report.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EmbedReport {
+    pub utterances: usize,
+    pub missing: usize,
+    pub dim: usize,
+    pub audio_hours: f64,
+    pub wall_seconds: f64,
+    /// Seconds of audio embedded per second.
+    pub speed: f64,
+}
+
+/// A piece of audio to embed: cache entry, start and length (samples), owner utterance.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    index: usize,
+    start: usize,
+    len: usize,
+    owner: usize,
+}
+
+/// Embeds the utterances of `manifest` found in `audio_cache` with the checkpoint's encoder.
+pub fn run(
+    checkpoint_path: &Path,
+    manifest: &Path,
+    audio_cache: &Path,
+    out: &Path,
+    config: &EmbedConfig,
+) -> Result<EmbedReport> {
+    let started = Instant::now();
+    let device = crate::device::resolve(&config.device)?;
+    let loaded = checkpoint::load(checkpoint_path)?;
+    let spec = loaded.meta.embedding.clone();
+    let (vs, encoder) = encoder_only(&spec.encoder, device);
+    checkpoint::restore_vars(
+        &vs,
+        &loaded.tensors,
+        &loaded.meta.embedding_prefix,
+        checkpoint_path,
+    )?;
+    drop(loaded);
+    let features = FeaturePipeline::new(&spec.features, device)?;
+    let cache = Arc::new(AudioCache::open(audio_cache)?);
+    let manifest = UtteranceManifest::read(manifest)?;
+    let mut utt_ids = Vec::new();
+    let mut indices = Vec::new();
+    for u in &manifest.utterances {
+        match cache.position(&u.utt_id) {
+            Some(i) if cache.entries()[i].length > 0 => {
+                utt_ids.push(u.utt_id.clone());
+                indices.push(i);
+            }
+            _ => {}
+        }
+    }
+    let missing = manifest.utterances.len() - utt_ids.len();
+    if missing > 0 {
+        tracing::warn!(
+            "{missing} utterance(s) of the manifest are not in {} and get no embedding",
+            audio_cache.display()
+        );
+    }
+    let rate = f64::from(cache.sample_rate());
+    let chunk = config.chunk_seconds.map(|s| (s * rate) as usize);
+    let segments = segments(&cache, &indices, chunk);
+    let batches = batches(
+        &segments,
+        config.length_tolerance,
+        (config.max_batch_seconds * rate) as usize,
+    );
+    let dim = spec.encoder.embedding_dim() as usize;
+    let mut sums = Array2::<f32>::zeros((utt_ids.len(), dim));
+    let mut counts = vec![0usize; utt_ids.len()];
+    let total_samples: usize = segments.iter().map(|s| s.len).sum();
+    let mut progress = stage_kit::progress::Progress::new("embed", batches.len(), "batch");
+    let reader_cache = cache.clone();
+    let reader_batches = batches.clone();
+    let loader = Prefetcher::start(
+        batches.len(),
+        config.workers,
+        4,
+        move |b| -> Result<Vec<f32>> {
+            let batch = &reader_batches[b];
+            let len = batch.iter().map(|s| s.len).min().unwrap_or(0);
+            let mut audio = Vec::with_capacity(batch.len() * len);
+            for s in batch {
+                audio.extend(
+                    reader_cache
+                        .read(s.index, s.start, len)?
+                        .into_iter()
+                        .map(f32::from),
+                );
+            }
+            Ok(audio)
+        },
+    );
+    for (batch, audio) in batches.iter().zip(loader) {
+        let audio = audio?;
+        let embeddings =
+            tch::no_grad(|| encoder.forward_t(&features.forward(&audio, batch.len()), false))
+                .to_kind(Kind::Float)
+                .to_device(tch::Device::Cpu);
+        let rows: Vec<f32> =
+            Vec::try_from(embeddings.view([-1])).map_err(Error::torch("copying embeddings"))?;
+        for (segment, row) in batch.iter().zip(rows.chunks(dim)) {
+            let mut target = sums.row_mut(segment.owner);
+            target.iter_mut().zip(row).for_each(|(t, v)| *t += v);
+            counts[segment.owner] += 1;
+        }
+        progress.update(1);
+    }
+    progress.finish();
+    for (mut row, &n) in sums.rows_mut().into_iter().zip(&counts) {
+        row.mapv_inplace(|v| v / n.max(1) as f32);
+    }
+    let description = serde_json::json!({
+        "checkpoint": checkpoint_path.display().to_string(),
+        "encoder": spec.encoder,
+        "chunk_seconds": config.chunk_seconds,
+    });
+    let embeddings = Embeddings {
+        utt_ids,
+        vectors: sums,
+        description: description.to_string(),
+    };
+    embeddings.check_finite(out)?;
+    embeddings.write(out)?;
+    let wall_seconds = started.elapsed().as_secs_f64();
+    Ok(EmbedReport {
+        utterances: embeddings.utt_ids.len(),
+        missing,
+        dim,
+        audio_hours: total_samples as f64 / rate / 3600.0,
+        wall_seconds,
+        speed: total_samples as f64 / rate / wall_seconds.max(1e-9),
+    })
+}
+
+/// The pieces to embed: whole utterances, or chunks of `chunk` samples.
+fn segments(cache: &AudioCache, indices: &[usize], chunk: Option<usize>) -> Vec<Segment> {
+    let mut out = Vec::new();
+    for (owner, &index) in indices.iter().enumerate() {
+        let length = cache.entries()[index].length as usize;
+        let mut start = 0;
+        for len in chunk_lengths(length, chunk) {
+            out.push(Segment {
+                index,
+                start,
+                len,
+                owner,
+            });
+            start += len;
+        }
+    }
+    out
+}
+
+/// Lengths of the chunks covering `length` samples: chunks of `chunk` samples, a remainder
+/// shorter than half a chunk joining the last one; the whole length without `chunk`.
+fn chunk_lengths(length: usize, chunk: Option<usize>) -> Vec<usize> {
+    let Some(c) = chunk.filter(|&c| c > 0 && length > c) else {
+        return vec![length];
+    };
+    let mut out = Vec::new();
+    let mut rest = length;
+    while rest > 0 {
+        let len = if rest < c + c / 2 { rest } else { c };
+        out.push(len);
+        rest -= len;
+    }
+    out
+}
+
+/// Groups segments of similar length (within `tolerance` of the batch's shortest), at most
+/// `max_samples` of audio per batch.
+fn batches(segments: &[Segment], tolerance: f64, max_samples: usize) -> Arc<Vec<Vec<Segment>>> {
+    let mut sorted = segments.to_vec();
+    sorted.sort_by_key(|s| (s.len, s.owner, s.start));
+    let mut out: Vec<Vec<Segment>> = Vec::new();
+    for s in sorted {
+        match out.last_mut() {
+            Some(batch)
+                if (s.len as f64) <= batch[0].len as f64 * (1.0 + tolerance)
+                    && (batch.len() + 1) * batch[0].len <= max_samples.max(batch[0].len) =>
+            {
+                batch.push(s)
+            }
+            _ => out.push(vec![s]),
+        }
+    }
+    Arc::new(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_tolerance_and_size() {
+        let seg = |len, owner| Segment {
+            index: owner,
+            start: 0,
+            len,
+            owner,
+        };
+        let segments = vec![
+            seg(100, 0),
+            seg(101, 1),
+            seg(150, 2),
+            seg(102, 3),
+            seg(300, 4),
+        ];
+        let b = batches(&segments, 0.02, 250);
+        let lens: Vec<Vec<usize>> = b
+            .iter()
+            .map(|batch| batch.iter().map(|s| s.len).collect())
+            .collect();
+        assert_eq!(lens, vec![vec![100, 101], vec![102], vec![150], vec![300]]);
+    }
+
+    #[test]
+    fn chunks_cover_the_utterance_and_a_short_remainder_joins_the_last_chunk() {
+        assert_eq!(chunk_lengths(1000, Some(300)), vec![300, 300, 400]);
+        assert_eq!(chunk_lengths(1100, Some(300)), vec![300, 300, 300, 200]);
+        assert_eq!(chunk_lengths(250, Some(300)), vec![250]);
+        assert_eq!(chunk_lengths(1000, None), vec![1000]);
+    }
+}

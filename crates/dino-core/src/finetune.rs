@@ -1,0 +1,426 @@
+//! Supervised fine-tuning on pseudo-labels: the encoder of a DINO checkpoint (its teacher) or
+//! of a previous round, and an additive-angular-margin softmax over the clusters the
+//! pseudo-labeler kept, trained on single crops with the same augmentation as pretraining.
+//! The output feeds `embed`, so that a round is embed -> cluster -> fine-tune -> embed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use data_manifest::PseudoLabels;
+use feature_extract::augment::AugmentConfig;
+use feature_extract::cache::AudioCache;
+use serde::{Deserialize, Serialize};
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Kind, Tensor};
+
+use crate::aam::{AamConfig, AamSoftmax};
+use crate::checkpoint::{self, CheckpointDir, CheckpointMeta, EmbeddingSpec};
+use crate::crops::{CropBatch, CropConfig, CropSampler, open_augmenter};
+use crate::encoder::Encoder;
+use crate::error::{Error, Result};
+use crate::features::FeaturePipeline;
+use crate::monitor::StepRecord;
+use crate::optim::{LossScaler, OptimConfig, Optimizer};
+use crate::pretrain::backward;
+use crate::schedule::Cosine;
+use crate::training::{self, Plan, Task};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FinetuneConfig {
+    pub seed: u64,
+    pub device: String,
+    pub aam: AamConfig,
+    /// Length of the training crops.
+    pub crop_seconds: f64,
+    /// Used when noise and/or RIR caches are given.
+    pub augment: AugmentConfig,
+    pub optim: OptimConfig,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub max_steps_per_epoch: Option<usize>,
+    /// Epochs during which only the encoder's embedding layer (and the classifier) learn.
+    pub embedding_layer_only_epochs: usize,
+    pub mixed_precision: bool,
+    pub workers: usize,
+    pub prefetch: usize,
+    pub checkpoint_every: usize,
+    pub keep_checkpoints: usize,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        FinetuneConfig {
+            seed: 1,
+            device: "auto".to_owned(),
+            aam: AamConfig::default(),
+            crop_seconds: 4.0,
+            augment: AugmentConfig::default(),
+            optim: OptimConfig {
+                lr: 0.01,
+                warmup_epochs: 1.0,
+                ..OptimConfig::default()
+            },
+            epochs: 20,
+            batch_size: 128,
+            max_steps_per_epoch: None,
+            embedding_layer_only_epochs: 0,
+            mixed_precision: true,
+            workers: 4,
+            prefetch: 8,
+            checkpoint_every: 1000,
+            keep_checkpoints: 3,
+        }
+    }
+}
+
+/// Inputs and outputs of a fine-tuning run.
+#[derive(Debug, Clone)]
+pub struct FinetunePaths {
+    /// Checkpoint whose encoder is the starting point.
+    pub init: PathBuf,
+    pub pseudo_labels: PathBuf,
+    pub audio_cache: PathBuf,
+    pub noise_cache: Option<PathBuf>,
+    pub rir_cache: Option<PathBuf>,
+    pub out_dir: PathBuf,
+}
+
+/// Headline numbers (`report.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FinetuneReport {
+    pub steps: usize,
+    pub epochs: usize,
+    pub utterances: usize,
+    pub classes: usize,
+    pub final_loss: f64,
+    pub final_accuracy: f64,
+    pub mean_data_wait_share: f64,
+    pub wall_seconds: f64,
+}
+
+pub const FINAL_MODEL: &str = "model.safetensors";
+pub const STEP_LOG: &str = "train_log.jsonl";
+pub const REPORT: &str = "report.json";
+
+/// Fine-tunes; with `resume` continues from the newest checkpoint of `out_dir/checkpoints`.
+/// `stop_after` ends the run early (for time-boxed runs and tests).
+pub fn run(
+    config: &FinetuneConfig,
+    paths: &FinetunePaths,
+    resume: bool,
+    stop_after: Option<usize>,
+) -> Result<Option<FinetuneReport>> {
+    let started = Instant::now();
+    let device = crate::device::resolve(&config.device)?;
+    tch::manual_seed(stage_kit::rng::stream_seed(config.seed, "finetune-init") as i64);
+    let init = checkpoint::load(&paths.init)?;
+    let spec = init.meta.embedding.clone();
+    let cache = AudioCache::open(&paths.audio_cache)?;
+    let (labels, classes) = class_labels(&paths.pseudo_labels)?;
+    let items = training::cache_items(labels.keys().map(String::as_str), &cache)?;
+    let targets: HashMap<usize, i64> = items
+        .iter()
+        .map(|&i| (i, labels[&cache.entries()[i].utt_id]))
+        .collect();
+    let crops = CropConfig {
+        global_crops: 1,
+        global_seconds: config.crop_seconds,
+        local_crops: 0,
+        local_seconds: 0.0,
+    };
+    let augmenter = open_augmenter(
+        paths.noise_cache.as_deref(),
+        paths.rir_cache.as_deref(),
+        &config.augment,
+    )?;
+    let sampler = Arc::new(CropSampler::new(cache, augmenter, crops, config.seed));
+    let features = FeaturePipeline::new(&spec.features, device)?;
+    let utterances = items.len();
+    let mut plan = Plan::new(
+        config.seed,
+        config.epochs,
+        config.batch_size,
+        config.max_steps_per_epoch,
+        items,
+    )?;
+    (plan.workers, plan.prefetch, plan.checkpoint_every) =
+        (config.workers, config.prefetch, config.checkpoint_every);
+    let config_json =
+        serde_json::json!({ "finetune": config, "init": paths.init.display().to_string() });
+    let mut task = FinetuneTask::new(
+        config,
+        config_json.clone(),
+        spec,
+        classes as i64,
+        targets,
+        features,
+        &plan,
+        device,
+    );
+    checkpoint::restore_vars(
+        &task.encoder_vs(),
+        &init.tensors,
+        &init.meta.embedding_prefix,
+        &paths.init,
+    )?;
+    drop(init);
+    let ckpts = CheckpointDir {
+        dir: paths.out_dir.join("checkpoints"),
+        keep: config.keep_checkpoints,
+    };
+    let mut step = 0;
+    if resume && let Some(loaded) = training::resumable(&ckpts, &config_json)? {
+        step = task.restore(&loaded, &ckpts.path_for(loaded.meta.step))?;
+    }
+    let mut log = training::open_log(&paths.out_dir, STEP_LOG, step)?;
+    let outcome = training::run(
+        &plan,
+        &sampler,
+        &mut task,
+        &ckpts,
+        &mut log,
+        step,
+        stop_after.unwrap_or(usize::MAX),
+        "finetune",
+    )?;
+    if outcome.step < plan.total_steps() {
+        tracing::info!(
+            "stopped at step {} of {} as asked",
+            outcome.step,
+            plan.total_steps()
+        );
+        return Ok(None);
+    }
+    let (meta, tensors) = task.checkpoint(config.epochs, outcome.step);
+    checkpoint::save(&paths.out_dir.join(FINAL_MODEL), &meta, &tensors)?;
+    let report = FinetuneReport {
+        steps: outcome.step,
+        epochs: config.epochs,
+        utterances,
+        classes,
+        final_loss: outcome.last.loss,
+        final_accuracy: outcome.last.accuracy,
+        mean_data_wait_share: outcome.mean_data_wait_share,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Config(e.to_string()))?;
+    stage_kit::write_bytes_atomically(&paths.out_dir.join(REPORT), json.as_bytes())?;
+    Ok(Some(report))
+}
+
+/// Kept pseudo-labels as contiguous class indices (clusters renumbered in order).
+fn class_labels(path: &Path) -> Result<(BTreeMap<String, i64>, usize)> {
+    let labels = PseudoLabels::read(path)?;
+    let mut classes: Vec<i64> = labels
+        .labels
+        .iter()
+        .filter(|l| l.kept)
+        .map(|l| l.cluster)
+        .collect();
+    classes.sort_unstable();
+    classes.dedup();
+    if classes.len() < 2 {
+        return Err(Error::Config(format!(
+            "{}: {} kept cluster(s); need at least 2 classes",
+            path.display(),
+            classes.len()
+        )));
+    }
+    let index: HashMap<i64, i64> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (c, i as i64))
+        .collect();
+    let map = labels
+        .labels
+        .iter()
+        .filter(|l| l.kept)
+        .map(|l| (l.utt_id.clone(), index[&l.cluster]))
+        .collect();
+    Ok((map, classes.len()))
+}
+
+/// Whether a variable belongs to the encoder's embedding layer.
+fn in_embedding_layer(name: &str) -> bool {
+    name.starts_with("model.encoder.embedding")
+}
+
+struct FinetuneTask<'a> {
+    config: &'a FinetuneConfig,
+    config_json: serde_json::Value,
+    spec: EmbeddingSpec,
+    vs: VarStore,
+    encoder: Encoder,
+    classifier: AamSoftmax,
+    targets: HashMap<usize, i64>,
+    features: FeaturePipeline,
+    optimizer: Optimizer,
+    scaler: LossScaler,
+    lr: Cosine,
+    steps_per_epoch: usize,
+    mixed: bool,
+}
+
+impl<'a> FinetuneTask<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        config: &'a FinetuneConfig,
+        config_json: serde_json::Value,
+        spec: EmbeddingSpec,
+        classes: i64,
+        targets: HashMap<usize, i64>,
+        features: FeaturePipeline,
+        plan: &Plan,
+        device: Device,
+    ) -> Self {
+        let vs = VarStore::new(device);
+        let model = vs.root() / "model";
+        let encoder = Encoder::new(&(&model / "encoder"), &spec.encoder);
+        let classifier = AamSoftmax::new(
+            &(&model / "classifier"),
+            spec.encoder.embedding_dim(),
+            classes,
+            config.aam.clone(),
+        );
+        let optimizer = Optimizer::new(&vs, config.optim.clone());
+        let warmup = (config.optim.warmup_epochs * plan.steps_per_epoch as f64).round() as usize;
+        let lr = Cosine::new(
+            config.optim.scaled_lr(plan.batch),
+            config.optim.min_lr,
+            plan.total_steps(),
+        )
+        .with_warmup(0.0, warmup);
+        FinetuneTask {
+            config,
+            config_json,
+            spec,
+            vs,
+            encoder,
+            classifier,
+            targets,
+            features,
+            optimizer,
+            scaler: LossScaler::new(),
+            lr,
+            steps_per_epoch: plan.steps_per_epoch,
+            mixed: config.mixed_precision && device != Device::Cpu,
+        }
+    }
+
+    /// A var store view of the encoder alone (for loading the initial weights).
+    fn encoder_vs(&self) -> EncoderVars<'_> {
+        EncoderVars(&self.vs)
+    }
+
+    fn restore(&mut self, loaded: &checkpoint::Loaded, path: &Path) -> Result<usize> {
+        checkpoint::restore_vars(&self.vs, &loaded.tensors, "", path)?;
+        let optim: HashMap<String, Tensor> = loaded
+            .tensors
+            .iter()
+            .filter_map(|(k, t)| {
+                k.strip_prefix("optim.")
+                    .map(|k| (k.to_owned(), t.shallow_clone()))
+            })
+            .collect();
+        self.optimizer
+            .load_state(&optim)
+            .map_err(|m| Error::checkpoint(path, m))?;
+        let get = |name: &str| {
+            loaded
+                .tensors
+                .get(name)
+                .ok_or_else(|| Error::checkpoint(path, format!("tensor {name} is missing")))
+        };
+        self.scaler.scale = get("scaler.scale")?.double_value(&[]);
+        self.scaler.good_steps = get("scaler.good_steps")?.int64_value(&[]);
+        Ok(loaded.meta.step)
+    }
+}
+
+/// The encoder's variables of a fine-tuning var store, named as in an encoder-only store.
+struct EncoderVars<'a>(&'a VarStore);
+
+impl<'a> checkpoint::VarSource for EncoderVars<'a> {
+    fn variables(&self) -> HashMap<String, Tensor> {
+        self.0
+            .variables()
+            .into_iter()
+            .filter_map(|(k, t)| k.strip_prefix("model.encoder.").map(|k| (k.to_owned(), t)))
+            .collect()
+    }
+}
+
+impl Task for FinetuneTask<'_> {
+    fn step(&mut self, step: usize, epoch: usize, crops: CropBatch) -> Result<StepRecord> {
+        let feats = self.features.forward(&crops.globals, crops.batch);
+        let labels: Vec<i64> = crops.items.iter().map(|i| self.targets[i]).collect();
+        let labels = Tensor::from_slice(&labels).to_device(feats.device());
+        let margin = self
+            .config
+            .aam
+            .margin_at(step as f64 / self.steps_per_epoch as f64);
+        let (loss, accuracy) = tch::autocast(self.mixed, || {
+            let embeddings = self.encoder.forward_t(&feats, true).to_kind(Kind::Float);
+            self.classifier.loss(&embeddings, &labels, margin)
+        });
+        let loss_value = loss.double_value(&[]);
+        if !loss_value.is_finite() {
+            return Err(Error::Config(format!(
+                "the loss became {loss_value} at step {step}; lower the learning rate"
+            )));
+        }
+        let lr = self.lr.at(step);
+        let (grad_norm, skipped) = backward(
+            &self.optimizer,
+            &mut self.scaler,
+            loss,
+            self.mixed,
+            self.config.optim.clip_grad,
+        );
+        if !skipped {
+            let embedding_only = epoch < self.config.embedding_layer_only_epochs;
+            self.optimizer
+                .step(lr, self.config.optim.weight_decay, |name| {
+                    embedding_only
+                        && name.starts_with("model.encoder.")
+                        && !in_embedding_layer(name)
+                });
+        }
+        Ok(StepRecord {
+            step,
+            epoch,
+            loss: loss_value,
+            lr,
+            weight_decay: self.config.optim.weight_decay,
+            momentum: margin,
+            grad_norm,
+            accuracy,
+            skipped,
+            ..Default::default()
+        })
+    }
+
+    fn checkpoint(&self, epoch: usize, step: usize) -> (CheckpointMeta, Vec<(String, Tensor)>) {
+        let meta = CheckpointMeta {
+            format: checkpoint::FORMAT.to_owned(),
+            kind: "finetune".to_owned(),
+            epoch,
+            step,
+            embedding_prefix: "model.encoder.".to_owned(),
+            embedding: self.spec.clone(),
+            config: self.config_json.clone(),
+        };
+        let mut tensors = checkpoint::var_tensors(&self.vs, "");
+        tensors.extend(
+            self.optimizer
+                .state()
+                .into_iter()
+                .map(|(k, t)| (format!("optim.{k}"), t)),
+        );
+        tensors.extend(self.scaler.state());
+        (meta, tensors)
+    }
+}

@@ -1,0 +1,448 @@
+//! DINO pretraining: the configuration, and the training loop from an audio cache to
+//! checkpoints, a step log and a final model.
+//!
+//! Each step: the loader (background threads) cuts and augments the crops of a batch; the
+//! features are computed on the training device; the teacher scores the global views, the
+//! student all views; the DINO loss is back-propagated through the student (the last layer
+//! is frozen during the first epoch(s)); the optimiser steps with the scheduled learning rate;
+//! the teacher moves towards the student with the scheduled momentum. Schedules, crops and
+//! initialisation all derive from the configuration's seed and the step, so that `--resume`
+//! continues the uninterrupted run exactly.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use data_manifest::UtteranceManifest;
+use feature_extract::augment::AugmentConfig;
+use feature_extract::cache::AudioCache;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{self, CheckpointDir, CheckpointMeta, EmbeddingSpec};
+use crate::crops::{CropBatch, CropConfig, CropSampler, open_augmenter};
+use crate::error::{Error, Result};
+use crate::features::{FeatureConfig, FeaturePipeline};
+use crate::head::LAST_LAYER;
+use crate::loss::{DinoLoss, LossConfig};
+use crate::model::{Dino, ModelConfig};
+use crate::monitor::{self, StepRecord};
+use crate::optim::{LossScaler, OptimConfig, Optimizer};
+use crate::schedule::{Cosine, teacher_temperature};
+use crate::training::{self, Plan, Task};
+
+/// Everything that defines a pretraining run; defaults are the authors' recipe (DESIGN.md §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PretrainConfig {
+    pub seed: u64,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    pub model: ModelConfig,
+    pub features: FeatureConfig,
+    pub crops: CropConfig,
+    /// Used when noise and/or RIR caches are given.
+    pub augment: AugmentConfig,
+    pub loss: LossConfig,
+    pub optim: OptimConfig,
+    /// Teacher EMA momentum at the start and at the end (cosine schedule).
+    pub teacher_momentum: (f64, f64),
+    pub epochs: usize,
+    /// Utterances per step.
+    pub batch_size: usize,
+    /// Caps the steps of an epoch (an epoch is otherwise one pass over the utterances).
+    pub max_steps_per_epoch: Option<usize>,
+    /// Epochs during which the head's last layer is not updated.
+    pub freeze_last_layer_epochs: usize,
+    /// fp16 autocast with loss scaling (CUDA only).
+    pub mixed_precision: bool,
+    /// Loader threads and batches prepared ahead.
+    pub workers: usize,
+    pub prefetch: usize,
+    /// Steps between checkpoints (and one at each epoch end).
+    pub checkpoint_every: usize,
+    pub keep_checkpoints: usize,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        PretrainConfig {
+            seed: 1,
+            device: "auto".to_owned(),
+            model: ModelConfig::default(),
+            features: FeatureConfig::default(),
+            crops: CropConfig::default(),
+            augment: AugmentConfig::default(),
+            loss: LossConfig::default(),
+            optim: OptimConfig::default(),
+            teacher_momentum: (0.996, 1.0),
+            epochs: 70,
+            batch_size: 128,
+            max_steps_per_epoch: None,
+            freeze_last_layer_epochs: 1,
+            mixed_precision: true,
+            workers: 4,
+            prefetch: 8,
+            checkpoint_every: 1000,
+            keep_checkpoints: 3,
+        }
+    }
+}
+
+/// Inputs and outputs of a run.
+#[derive(Debug, Clone)]
+pub struct PretrainPaths {
+    /// Unlabelled training utterances (only `utt_id` is used).
+    pub manifest: PathBuf,
+    pub audio_cache: PathBuf,
+    pub noise_cache: Option<PathBuf>,
+    pub rir_cache: Option<PathBuf>,
+    pub out_dir: PathBuf,
+}
+
+/// Headline numbers of a finished run (`report.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PretrainReport {
+    pub steps: usize,
+    pub epochs: usize,
+    pub utterances: usize,
+    pub final_loss: f64,
+    pub final_teacher_entropy: f64,
+    pub mean_data_wait_share: f64,
+    pub collapse_warnings: usize,
+    pub wall_seconds: f64,
+    pub device: String,
+    pub model: String,
+}
+
+/// File names inside the output folder.
+pub const FINAL_MODEL: &str = "model.safetensors";
+pub const STEP_LOG: &str = "train_log.jsonl";
+pub const REPORT: &str = "report.json";
+
+/// Where the run stops: all steps, or (for tests and time-boxed runs) earlier.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StopAt {
+    pub step: Option<usize>,
+}
+
+/// Trains; with `resume` continues from the newest checkpoint in `out_dir/checkpoints`.
+/// Returns the report when the run completed (not when `stop` cut it short).
+pub fn run(
+    config: &PretrainConfig,
+    paths: &PretrainPaths,
+    resume: bool,
+    stop: StopAt,
+) -> Result<Option<PretrainReport>> {
+    let started = Instant::now();
+    let device = crate::device::resolve(&config.device)?;
+    tch::manual_seed(stage_kit::rng::stream_seed(config.seed, "init") as i64);
+    let cache = AudioCache::open(&paths.audio_cache)?;
+    let manifest = UtteranceManifest::read(&paths.manifest)?;
+    refuse_label_filtered(&paths.manifest)?;
+    let items = training::cache_items(
+        manifest.utterances.iter().map(|u| u.utt_id.as_str()),
+        &cache,
+    )?;
+    let augmenter = open_augmenter(
+        paths.noise_cache.as_deref(),
+        paths.rir_cache.as_deref(),
+        &config.augment,
+    )?;
+    let sampler = Arc::new(CropSampler::new(
+        cache,
+        augmenter,
+        config.crops.clone(),
+        config.seed,
+    ));
+    let features = FeaturePipeline::new(&config.features, device)?;
+    if features.sample_rate() != sampler.cache().sample_rate() {
+        return Err(Error::Config(format!(
+            "fbank sample_rate {} differs from the audio cache's {}",
+            features.sample_rate(),
+            sampler.cache().sample_rate()
+        )));
+    }
+    let utterances = items.len();
+    let mut plan = Plan::new(
+        config.seed,
+        config.epochs,
+        config.batch_size,
+        config.max_steps_per_epoch,
+        items,
+    )?;
+    (plan.workers, plan.prefetch, plan.checkpoint_every) =
+        (config.workers, config.prefetch, config.checkpoint_every);
+    let config_json = serde_json::to_value(config).map_err(|e| Error::Config(e.to_string()))?;
+    let mut task = DinoTask::new(config, config_json.clone(), &plan, features, device);
+    let ckpts = CheckpointDir {
+        dir: paths.out_dir.join("checkpoints"),
+        keep: config.keep_checkpoints,
+    };
+    let mut step = 0;
+    if resume && let Some(loaded) = training::resumable(&ckpts, &config_json)? {
+        step = task.restore(&loaded, &ckpts.path_for(loaded.meta.step))?;
+    }
+    let mut log = training::open_log(&paths.out_dir, STEP_LOG, step)?;
+    let end = stop.step.unwrap_or(usize::MAX);
+    let outcome = training::run(
+        &plan, &sampler, &mut task, &ckpts, &mut log, step, end, "pretrain",
+    )?;
+    if outcome.step < plan.total_steps() {
+        tracing::info!(
+            "stopped at step {} of {} as asked",
+            outcome.step,
+            plan.total_steps()
+        );
+        return Ok(None);
+    }
+    let (meta, tensors) = task.checkpoint(config.epochs, outcome.step);
+    checkpoint::save(&paths.out_dir.join(FINAL_MODEL), &meta, &tensors)?;
+    let report = PretrainReport {
+        steps: outcome.step,
+        epochs: config.epochs,
+        utterances,
+        final_loss: outcome.last.loss,
+        final_teacher_entropy: outcome.last.teacher_entropy,
+        mean_data_wait_share: outcome.mean_data_wait_share,
+        collapse_warnings: task.collapse_warnings,
+        wall_seconds: started.elapsed().as_secs_f64(),
+        device: format!("{device:?}"),
+        model: serde_json::to_string(&config.model.encoder).unwrap_or_default(),
+    };
+    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Config(e.to_string()))?;
+    stage_kit::write_bytes_atomically(&paths.out_dir.join(REPORT), json.as_bytes())?;
+    Ok(Some(report))
+}
+
+/// Self-supervised training must not see speaker labels: refuse manifests that went through
+/// a label-using filter.
+fn refuse_label_filtered(path: &Path) -> Result<()> {
+    let metadata = UtteranceManifest::read_metadata(path)?;
+    if let Some(filters) = metadata.get(data_manifest::utterances::LABEL_FILTERS_KEY) {
+        return Err(Error::Config(format!(
+            "{} was filtered with speaker labels ({filters}); self-supervised pretraining must not use labels",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The DINO step and its state.
+struct DinoTask<'a> {
+    config: &'a PretrainConfig,
+    config_json: serde_json::Value,
+    features: FeaturePipeline,
+    dino: Dino,
+    optimizer: Optimizer,
+    loss: DinoLoss,
+    scaler: LossScaler,
+    schedules: Schedules,
+    steps_per_epoch: usize,
+    mixed: bool,
+    collapse_warnings: usize,
+}
+
+impl<'a> DinoTask<'a> {
+    fn new(
+        config: &'a PretrainConfig,
+        config_json: serde_json::Value,
+        plan: &Plan,
+        features: FeaturePipeline,
+        device: Device,
+    ) -> Self {
+        let dino = Dino::new(&config.model, device);
+        let optimizer = Optimizer::new(&dino.student.vs, config.optim.clone());
+        DinoTask {
+            config,
+            config_json,
+            features,
+            optimizer,
+            loss: DinoLoss::new(config.loss.clone(), config.model.head.out_dim, device),
+            scaler: LossScaler::new(),
+            schedules: Schedules::new(config, plan.batch, plan.steps_per_epoch, plan.total_steps()),
+            steps_per_epoch: plan.steps_per_epoch,
+            mixed: config.mixed_precision && device != Device::Cpu,
+            collapse_warnings: 0,
+            dino,
+        }
+    }
+
+    /// Restores a checkpoint; returns its step.
+    fn restore(&mut self, loaded: &checkpoint::Loaded, path: &Path) -> Result<usize> {
+        checkpoint::restore_vars(&self.dino.student.vs, &loaded.tensors, "student.", path)?;
+        checkpoint::restore_vars(&self.dino.teacher.vs, &loaded.tensors, "teacher.", path)?;
+        let optim: HashMap<String, Tensor> = loaded
+            .tensors
+            .iter()
+            .filter_map(|(k, t)| {
+                k.strip_prefix("optim.")
+                    .map(|k| (k.to_owned(), t.shallow_clone()))
+            })
+            .collect();
+        self.optimizer
+            .load_state(&optim)
+            .map_err(|m| Error::checkpoint(path, m))?;
+        let get = |name: &str| {
+            loaded
+                .tensors
+                .get(name)
+                .ok_or_else(|| Error::checkpoint(path, format!("tensor {name} is missing")))
+        };
+        self.loss.center = get("loss.center")?.to_device(self.loss.center.device());
+        self.scaler.scale = get("scaler.scale")?.double_value(&[]);
+        self.scaler.good_steps = get("scaler.good_steps")?.int64_value(&[]);
+        Ok(loaded.meta.step)
+    }
+}
+
+impl Task for DinoTask<'_> {
+    fn step(&mut self, step: usize, epoch: usize, crops: CropBatch) -> Result<StepRecord> {
+        let c = self.config;
+        let globals = self
+            .features
+            .forward(&crops.globals, c.crops.global_crops * crops.batch);
+        let locals = self
+            .features
+            .forward(&crops.locals, c.crops.local_crops * crops.batch);
+        let temp = teacher_temperature(
+            c.loss.warmup_teacher_temp,
+            c.loss.teacher_temp,
+            c.loss.warmup_teacher_temp_epochs,
+            step as f64 / self.steps_per_epoch as f64,
+        );
+        let (teacher_out, student_out) = tch::autocast(self.mixed, || {
+            let teacher_out = self.dino.teacher_forward(&globals);
+            let mut outs = vec![self.dino.student.forward(&globals, true)];
+            if c.crops.local_crops > 0 {
+                outs.push(self.dino.student.forward(&locals, true));
+            }
+            (teacher_out, Tensor::cat(&outs, 0))
+        });
+        let views = (c.crops.global_crops + c.crops.local_crops) as i64;
+        let (loss, stats) = self.loss.forward(
+            &student_out.to_kind(Kind::Float),
+            &teacher_out,
+            views,
+            c.crops.global_crops as i64,
+            temp,
+        );
+        let loss_value = loss.double_value(&[]);
+        if !loss_value.is_finite() {
+            return Err(Error::Config(format!(
+                "the loss became {loss_value} at step {step}; lower the learning rate"
+            )));
+        }
+        let (lr, momentum) = (self.schedules.lr.at(step), self.schedules.momentum.at(step));
+        let (grad_norm, skipped) = backward(
+            &self.optimizer,
+            &mut self.scaler,
+            loss,
+            self.mixed,
+            c.optim.clip_grad,
+        );
+        if !skipped {
+            let frozen_last = epoch < c.freeze_last_layer_epochs;
+            let last_layer = format!("head.{LAST_LAYER}");
+            self.optimizer.step(lr, c.optim.weight_decay, |name| {
+                frozen_last && name.starts_with(&last_layer)
+            });
+            self.dino.update_teacher(momentum);
+        }
+        if let Some(what) = monitor::collapse(&stats, c.model.head.out_dim) {
+            self.collapse_warnings += 1;
+            if self.collapse_warnings == 1 || self.collapse_warnings % 100 == 0 {
+                tracing::warn!(
+                    "step {step}: {what} (entropy {:.3}, batch entropy {:.3})",
+                    stats.entropy,
+                    stats.batch_entropy
+                );
+            }
+        }
+        Ok(StepRecord {
+            step,
+            epoch,
+            loss: loss_value,
+            lr,
+            weight_decay: c.optim.weight_decay,
+            momentum,
+            teacher_temp: temp,
+            teacher_entropy: stats.entropy,
+            kl_from_uniform: stats.kl_from_uniform,
+            batch_entropy: stats.batch_entropy,
+            center_norm: stats.center_norm,
+            grad_norm,
+            skipped,
+            ..Default::default()
+        })
+    }
+
+    fn checkpoint(&self, epoch: usize, step: usize) -> (CheckpointMeta, Vec<(String, Tensor)>) {
+        let c = self.config;
+        let meta = CheckpointMeta {
+            format: checkpoint::FORMAT.to_owned(),
+            kind: "dino".to_owned(),
+            epoch,
+            step,
+            embedding_prefix: "teacher.encoder.".to_owned(),
+            embedding: EmbeddingSpec {
+                encoder: c.model.encoder.clone(),
+                features: c.features.clone(),
+            },
+            config: self.config_json.clone(),
+        };
+        let mut tensors = checkpoint::var_tensors(&self.dino.student.vs, "student.");
+        tensors.extend(checkpoint::var_tensors(&self.dino.teacher.vs, "teacher."));
+        tensors.extend(
+            self.optimizer
+                .state()
+                .into_iter()
+                .map(|(k, t)| (format!("optim.{k}"), t)),
+        );
+        tensors.push(("loss.center".to_owned(), self.loss.center.shallow_clone()));
+        tensors.extend(self.scaler.state());
+        (meta, tensors)
+    }
+}
+
+/// Back-propagates `loss` (scaled under fp16 autocast); returns the gradient norm (after
+/// clipping to `clip`) and whether the step must be skipped because the gradients overflowed.
+pub fn backward(
+    optimizer: &Optimizer,
+    scaler: &mut LossScaler,
+    loss: Tensor,
+    mixed: bool,
+    clip: Option<f64>,
+) -> (f64, bool) {
+    optimizer.zero_grad();
+    let mut skipped = false;
+    if mixed {
+        (loss * scaler.scale).backward();
+        skipped = !scaler.unscale(optimizer);
+    } else {
+        loss.backward();
+    }
+    let norm = match clip {
+        Some(max) => optimizer.clip_grad_norm(max),
+        None => optimizer.grad_norm(),
+    };
+    (norm, skipped)
+}
+
+/// The schedules of a run, as functions of the global step.
+struct Schedules {
+    lr: Cosine,
+    momentum: Cosine,
+}
+
+impl Schedules {
+    fn new(config: &PretrainConfig, batch: usize, steps_per_epoch: usize, total: usize) -> Self {
+        let warmup = (config.optim.warmup_epochs * steps_per_epoch as f64).round() as usize;
+        Schedules {
+            lr: Cosine::new(config.optim.scaled_lr(batch), config.optim.min_lr, total)
+                .with_warmup(0.0, warmup),
+            momentum: Cosine::new(config.teacher_momentum.0, config.teacher_momentum.1, total),
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The loop shared by DINO pretraining and supervised fine-tuning: an epoch is a permutation
+//! of the training items drawn from the seed, cut into batches that background workers crop
+//! and augment ahead of the optimiser; each step is handed to the task; checkpoints are
+//! written every `checkpoint_every` steps and at each epoch end; every step is logged.
+//! Because the order, the crops and the schedules are functions of (seed, epoch, step), a run
+//! resumed from a checkpoint continues exactly as the uninterrupted run would have.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use feature_extract::cache::AudioCache;
+use rand::seq::SliceRandom;
+use tch::Tensor;
+
+use crate::checkpoint::{self, CheckpointDir, CheckpointMeta};
+use crate::crops::{CropBatch, CropSampler};
+use crate::error::{Error, Result};
+use crate::monitor::{StepLog, StepRecord};
+use crate::prefetch::Prefetcher;
+
+/// One kind of training, step by step.
+pub trait Task {
+    /// Runs one optimisation step on a batch; the loop fills in the timing fields.
+    fn step(&mut self, step: usize, epoch: usize, crops: CropBatch) -> Result<StepRecord>;
+    /// The checkpoint of the state after `step` steps.
+    fn checkpoint(&self, epoch: usize, step: usize) -> (CheckpointMeta, Vec<(String, Tensor)>);
+}
+
+/// Shape of a run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub seed: u64,
+    pub epochs: usize,
+    pub batch: usize,
+    pub steps_per_epoch: usize,
+    /// Cache indices of the training items.
+    pub items: Vec<usize>,
+    pub workers: usize,
+    pub prefetch: usize,
+    pub checkpoint_every: usize,
+}
+
+impl Plan {
+    /// A plan over `items` with batches of at most `batch_size` and at most
+    /// `max_steps_per_epoch` steps per epoch.
+    pub fn new(
+        seed: u64,
+        epochs: usize,
+        batch_size: usize,
+        max_steps_per_epoch: Option<usize>,
+        items: Vec<usize>,
+    ) -> Result<Self> {
+        let batch = batch_size.min(items.len()).max(1);
+        let mut steps_per_epoch = items.len() / batch;
+        if let Some(cap) = max_steps_per_epoch {
+            steps_per_epoch = steps_per_epoch.min(cap);
+        }
+        if steps_per_epoch == 0 {
+            return Err(Error::Config(format!(
+                "{} training utterances make no batch",
+                items.len()
+            )));
+        }
+        Ok(Plan {
+            seed,
+            epochs,
+            batch,
+            steps_per_epoch,
+            items,
+            workers: 2,
+            prefetch: 4,
+            checkpoint_every: 1000,
+        })
+    }
+
+    pub fn total_steps(&self) -> usize {
+        self.epochs * self.steps_per_epoch
+    }
+
+    /// The item order of an epoch.
+    pub fn epoch_order(&self, epoch: usize) -> Vec<usize> {
+        let mut order = self.items.clone();
+        order.shuffle(&mut stage_kit::rng::stream(
+            self.seed,
+            &format!("order/epoch{epoch}"),
+        ));
+        order
+    }
+}
+
+/// What the loop did.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Steps completed (in total, including those before a resume).
+    pub step: usize,
+    pub last: StepRecord,
+    pub mean_data_wait_share: f64,
+}
+
+/// Runs steps `start..end` of `plan`, checkpointing into `ckpts` and logging to `log`.
+pub fn run(
+    plan: &Plan,
+    sampler: &Arc<CropSampler>,
+    task: &mut impl Task,
+    ckpts: &CheckpointDir,
+    log: &mut StepLog,
+    start: usize,
+    end: usize,
+    label: &str,
+) -> Result<Outcome> {
+    let end = end.min(plan.total_steps());
+    let mut progress = stage_kit::progress::Progress::new(label, plan.total_steps(), "step");
+    progress.update(start);
+    let mut outcome = Outcome {
+        step: start,
+        ..Default::default()
+    };
+    let (mut wait_sum, mut done) = (0.0, 0usize);
+    while outcome.step < end {
+        let step = outcome.step;
+        let epoch = step / plan.steps_per_epoch;
+        let first = step % plan.steps_per_epoch;
+        let order = plan.epoch_order(epoch);
+        let last = plan.steps_per_epoch.min(first + end - step);
+        let batch = plan.batch;
+        let jobs: Vec<Vec<(usize, usize)>> = (first..last)
+            .map(|b| {
+                (b * batch..(b + 1) * batch)
+                    .map(|p| (p, order[p]))
+                    .collect()
+            })
+            .collect();
+        let loader_sampler = sampler.clone();
+        let job_count = jobs.len();
+        let mut loader = Prefetcher::start(job_count, plan.workers, plan.prefetch, move |j| {
+            loader_sampler.batch(epoch, &jobs[j])
+        });
+        let mut step_started = Instant::now();
+        let mut waited_before = loader.waited();
+        while let Some(crops) = loader.next() {
+            let wait = (loader.waited() - waited_before).as_secs_f64();
+            let crops = crops?;
+            let count = crops.count();
+            let mut record = task.step(outcome.step, epoch, crops)?;
+            let elapsed = step_started.elapsed().as_secs_f64().max(1e-9);
+            step_started = Instant::now();
+            waited_before = loader.waited();
+            record.data_wait_share = (wait / elapsed).min(1.0);
+            record.crops_per_second = count as f64 / elapsed;
+            wait_sum += record.data_wait_share;
+            done += 1;
+            outcome.step += 1;
+            log.append(&record)
+                .map_err(|e| stage_kit::FileError::new(log.path(), e))?;
+            outcome.last = record;
+            progress.update(1);
+            let s = outcome.step;
+            if s % plan.checkpoint_every.max(1) == 0 || s % plan.steps_per_epoch == 0 || s == end {
+                let (meta, tensors) = task.checkpoint(s / plan.steps_per_epoch, s);
+                ckpts.save(&meta, &tensors)?;
+            }
+        }
+    }
+    progress.finish();
+    outcome.mean_data_wait_share = wait_sum / done.max(1) as f64;
+    Ok(outcome)
+}
+
+/// Cache indices of `utt_ids`; utterances the cache lacks (rejected by `prepare`) are
+/// reported and left out.
+pub fn cache_items<'a>(
+    utt_ids: impl Iterator<Item = &'a str>,
+    cache: &AudioCache,
+) -> Result<Vec<usize>> {
+    let mut items = Vec::new();
+    let mut missing = Vec::new();
+    for id in utt_ids {
+        match cache.position(id) {
+            Some(i) if cache.entries()[i].length > 0 => items.push(i),
+            _ => missing.push(id),
+        }
+    }
+    if !missing.is_empty() {
+        tracing::warn!(
+            "{} training utterance(s) are not in {} (rejected by prepare?), e.g. {}",
+            missing.len(),
+            cache.path().display(),
+            missing
+                .iter()
+                .take(5)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if items.is_empty() {
+        return Err(Error::Config(format!(
+            "no training utterance is in {}",
+            cache.path().display()
+        )));
+    }
+    Ok(items)
+}
+
+/// The newest checkpoint of `ckpts` if it was written with `config`; an error if it was
+/// written with another one.
+pub fn resumable(
+    ckpts: &CheckpointDir,
+    config: &serde_json::Value,
+) -> Result<Option<checkpoint::Loaded>> {
+    let Some(latest) = ckpts.latest() else {
+        return Ok(None);
+    };
+    let loaded = checkpoint::load(&latest)?;
+    if &loaded.meta.config != config {
+        return Err(Error::checkpoint(
+            &latest,
+            "was written with another configuration; remove the output folder or run without --resume",
+        ));
+    }
+    tracing::info!(
+        "resuming from {} (step {})",
+        latest.display(),
+        loaded.meta.step
+    );
+    Ok(Some(loaded))
+}
+
+/// Opens the step log of `out_dir`, keeping the steps before `step`.
+pub fn open_log(out_dir: &Path, name: &str, step: usize) -> Result<StepLog> {
+    std::fs::create_dir_all(out_dir).map_err(|e| stage_kit::FileError::new(out_dir, e))?;
+    let path = out_dir.join(name);
+    StepLog::open(&path, Some(step)).map_err(|e| stage_kit::FileError::new(&path, e).into())
+}

@@ -1,0 +1,277 @@
+//! Pipelines as data: `pipelines/<name>.toml` names the corpora, which parts of them train and
+//! evaluate, and carries each stage's configuration section, which the runner hands to the
+//! stage binary as a file (the binary rejects unknown keys; so does this top level).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::fixture;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    pub pipeline: PipelineSection,
+    pub corpora: BTreeMap<String, CorpusSpec>,
+    /// The unlabelled training set.
+    pub train: DataRef,
+    /// Speaker-verification evaluations.
+    #[serde(default)]
+    pub sv: Vec<SvSet>,
+    /// Emotion-recognition evaluations.
+    #[serde(default)]
+    pub emotion: Vec<EmotionSet>,
+    /// Noise and impulse-response sets for augmentation.
+    pub augment: Option<AugmentSets>,
+    /// Stage sections, handed to the stage binaries.
+    #[serde(default)]
+    pub prepare: toml::Table,
+    #[serde(default)]
+    pub pretrain: toml::Table,
+    #[serde(default)]
+    pub embed: toml::Table,
+    #[serde(default)]
+    pub eval_sv: toml::Table,
+    #[serde(default)]
+    pub eval_emotion: toml::Table,
+    #[serde(default)]
+    pub cluster: toml::Table,
+    #[serde(default)]
+    pub finetune: toml::Table,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    pub description: String,
+    /// The one seed behind every random stream of every stage.
+    pub seed: u64,
+    /// Pseudo-labelling rounds (cluster -> fine-tune -> embed -> evaluate).
+    #[serde(default)]
+    pub rounds: usize,
+    /// `auto` (CUDA when available), `cpu` or `cuda`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Trim speech to the frames the energy VAD keeps when caching it.
+    #[serde(default = "yes")]
+    pub vad: bool,
+    /// Published numbers to print beside ours in the report (e.g. `"dino.voxceleb1-o.eer" = 4.38`).
+    #[serde(default)]
+    pub paper: BTreeMap<String, f64>,
+}
+
+fn default_device() -> String {
+    "auto".to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where a corpus is and how to scan it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorpusSpec {
+    /// Scanner kind (`data-manifest scan <kind>`).
+    pub kind: String,
+    /// Environment variable that may hold the root.
+    pub env: Option<String>,
+    /// Default root, relative to the workspace root unless absolute.
+    pub default: Option<String>,
+    /// Generate the fixture of this size (with the pipeline's seed) when the corpus is
+    /// absent; its default root is then the generator's folder.
+    pub generate: Option<fixture::Size>,
+    /// Evaluations on an optional corpus are dropped when it is absent.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// A part of a corpus: `part` selects a sub-corpus (the fixture's `speech`, `emotion`, ...),
+/// `split` a value of the manifest's `split` column.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct DataRef {
+    pub corpus: String,
+    pub part: Option<String>,
+    pub split: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SvSet {
+    pub name: String,
+    #[serde(flatten)]
+    pub data: DataRef,
+    /// Trial list (`label enroll test` lines), relative to the corpus root unless absolute;
+    /// without one, a balanced list is made from the manifest's speaker labels.
+    pub trials: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmotionSet {
+    pub name: String,
+    #[serde(flatten)]
+    pub data: DataRef,
+    /// `"fold"` or `"split"`: use that manifest column; a number: make that many
+    /// speaker-disjoint folds.
+    pub folds: toml::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentSets {
+    pub musan: DataRef,
+    pub rirs: DataRef,
+}
+
+impl PipelineFile {
+    /// Reads `pipelines/<name>.toml`, or a path to a TOML file.
+    pub fn load(name_or_path: &str) -> anyhow::Result<(String, Self)> {
+        let path = if name_or_path.ends_with(".toml") {
+            PathBuf::from(name_or_path)
+        } else {
+            crate::workspace::root()
+                .join("pipelines")
+                .join(format!("{name_or_path}.toml"))
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading pipeline {}", path.display()))?;
+        let file: PipelineFile = toml::from_str(&text)
+            .with_context(|| format!("parsing pipeline {}", path.display()))?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        file.check_references()
+            .with_context(|| format!("in pipeline {}", path.display()))?;
+        Ok((name, file))
+    }
+
+    fn check_references(&self) -> anyhow::Result<()> {
+        for data in self.data_refs() {
+            if !self.corpora.contains_key(&data.corpus) {
+                bail!(
+                    "corpus {:?} is used but not declared under [corpora]",
+                    data.corpus
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Every data reference, training first.
+    pub fn data_refs(&self) -> Vec<&DataRef> {
+        let mut refs = vec![&self.train];
+        refs.extend(self.sv.iter().map(|s| &s.data));
+        refs.extend(self.emotion.iter().map(|e| &e.data));
+        if let Some(a) = &self.augment {
+            refs.extend([&a.musan, &a.rirs]);
+        }
+        refs
+    }
+
+    /// Drops the emotion evaluations whose optional corpus is absent.
+    pub fn without_absent(mut self, present: &BTreeSet<String>) -> Self {
+        self.emotion.retain(|e| present.contains(&e.data.corpus));
+        self.sv.retain(|s| present.contains(&s.data.corpus));
+        self
+    }
+}
+
+/// A corpus root and how it was found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedCorpus {
+    pub root: PathBuf,
+    pub source: String,
+}
+
+/// Finds each declared corpus: `--corpus name=PATH`, then its environment variable, then its
+/// default (generating the fixture there when the spec says so and `generate` is set).
+/// Required corpora that are missing are reported together, with where each was looked for.
+pub fn resolve_corpora(
+    file: &PipelineFile,
+    overrides: &BTreeMap<String, PathBuf>,
+    generate: bool,
+) -> anyhow::Result<BTreeMap<String, ResolvedCorpus>> {
+    for name in overrides.keys() {
+        if !file.corpora.contains_key(name) {
+            bail!("--corpus {name}=...: the pipeline declares no corpus {name:?}");
+        }
+    }
+    let mut found = BTreeMap::new();
+    let mut missing = Vec::new();
+    for (name, spec) in &file.corpora {
+        let mut looked = Vec::new();
+        let candidate = |root: PathBuf, source: String, looked: &mut Vec<String>| {
+            let exists = root.is_dir();
+            looked.push(format!(
+                "{source} = {}{}",
+                root.display(),
+                if exists { "" } else { " (missing)" }
+            ));
+            exists.then_some(ResolvedCorpus { root, source })
+        };
+        let mut resolved = overrides
+            .get(name)
+            .and_then(|p| candidate(p.clone(), format!("--corpus {name}"), &mut looked));
+        if resolved.is_none()
+            && let Some(var) = spec.env.as_deref()
+        {
+            match std::env::var_os(var) {
+                Some(value) => {
+                    resolved = candidate(PathBuf::from(value), format!("${var}"), &mut looked)
+                }
+                None => looked.push(format!("${var} (unset)")),
+            }
+        }
+        let default = match (&spec.default, spec.generate) {
+            (Some(d), _) => Some(absolute(Path::new(d))),
+            (None, Some(size)) => Some(fixture::default_dir(size, file.pipeline.seed)),
+            (None, None) => None,
+        };
+        if resolved.is_none()
+            && let Some(default) = &default
+        {
+            resolved = candidate(default.clone(), "default".to_owned(), &mut looked);
+            if resolved.is_none()
+                && generate
+                && let Some(size) = spec.generate
+            {
+                fixture::generate(default, size, file.pipeline.seed)?;
+                resolved = Some(ResolvedCorpus {
+                    root: default.clone(),
+                    source: "generated".to_owned(),
+                });
+            }
+        }
+        match resolved {
+            Some(r) => {
+                found.insert(name.clone(), r);
+            }
+            None if spec.optional => {}
+            None => missing.push(format!(
+                "  {name} ({} corpus): looked at {}",
+                spec.kind,
+                looked.join("; ")
+            )),
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "missing corpora:\n{}\nGive each with --corpus NAME=PATH or its environment variable.",
+            missing.join("\n")
+        );
+    }
+    Ok(found)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        crate::workspace::root().join(path)
+    }
+}

@@ -1,0 +1,371 @@
+//! `cargo xtask pipeline NAME`: runs the stage graph of `pipelines/NAME.toml` (scan -> prepare
+//! -> baseline -> pretrain -> embed -> eval-sv / eval-emotion -> [cluster -> finetune -> embed
+//! -> eval] x rounds -> report) as child processes in `runs/NAME/<stage>/`, skipping what is up
+//! to date; `cargo xtask status NAME` shows each stage's state.
+
+mod config;
+mod execute;
+mod plan;
+mod report;
+mod state;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+
+pub use config::PipelineFile;
+use plan::Stage;
+use state::{Pending, StageRecord};
+
+use crate::{command, setup, workspace};
+
+/// The stage binaries the runner builds and calls.
+pub const STAGE_BINARIES: [&str; 5] = [
+    "data-manifest",
+    "feature-extract",
+    "dino-core",
+    "pseudo-labeler",
+    "downstream-eval",
+];
+
+/// Options of `cargo xtask pipeline`.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub name: String,
+    pub dry_run: bool,
+    pub only: Option<String>,
+    pub from: Option<String>,
+    pub force: bool,
+    pub rounds: Option<usize>,
+    pub corpora: BTreeMap<String, PathBuf>,
+    pub run_dir: Option<PathBuf>,
+    /// Fail unless the report exists and DINO's EER is below the baseline's on every set.
+    pub require_improvement: bool,
+}
+
+/// A stage with its hash and what the runner will do with it.
+struct Decision<'a> {
+    stage: &'a Stage,
+    hash: String,
+    parts: BTreeMap<String, String>,
+    /// Why it runs; `None` to skip.
+    reason: Option<String>,
+}
+
+/// Runs (or with `dry_run` only plans) a pipeline.
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    let (name, file) = PipelineFile::load(&options.name)?;
+    setup::ensure()?;
+    let corpora = config::resolve_corpora(&file, &options.corpora, !options.dry_run)?;
+    let present: BTreeSet<String> = corpora.keys().cloned().collect();
+    let file = file.without_absent(&present);
+    let run_dir = options
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| workspace::root().join("runs").join(&name));
+    for (corpus, resolved) in &corpora {
+        println!(
+            "corpus {corpus}: {} ({})",
+            resolved.root.display(),
+            resolved.source
+        );
+    }
+    if !options.dry_run {
+        build_binaries()?;
+    }
+    let rounds = options.rounds.unwrap_or(file.pipeline.rounds);
+    let stages = plan::build(&file, &corpora, rounds, &run_dir, &binary_dir())?;
+    let decisions = decide(&stages, &run_dir, options)?;
+    print_plan(&decisions, options.dry_run);
+    if options.dry_run {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for decision in decisions.iter().filter(|d| d.reason.is_some()) {
+        runtime.block_on(run_stage(decision, &run_dir))?;
+    }
+    let report = report::write(&name, &file, &stages, &run_dir)?;
+    println!("report: {}", run_dir.join("report.md").display());
+    if options.require_improvement {
+        report::require_improvement(&report)?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask status NAME`: each stage's state, wall time and headline metrics.
+pub fn status(
+    name: &str,
+    run_dir: Option<PathBuf>,
+    corpora: &BTreeMap<String, PathBuf>,
+) -> anyhow::Result<()> {
+    let (pipeline, file) = PipelineFile::load(name)?;
+    let resolved = config::resolve_corpora(&file, corpora, false)?;
+    let present: BTreeSet<String> = resolved.keys().cloned().collect();
+    let file = file.without_absent(&present);
+    let run_dir = run_dir.unwrap_or_else(|| workspace::root().join("runs").join(&pipeline));
+    let stages = plan::build(
+        &file,
+        &resolved,
+        file.pipeline.rounds,
+        &run_dir,
+        &binary_dir(),
+    )?;
+    let decisions = decide(&stages, &run_dir, &Options::default())?;
+    println!(
+        "{:<18} {:<10} {:>9}  metrics / reason",
+        "stage", "state", "wall s"
+    );
+    for d in &decisions {
+        let record = StageRecord::read(&run_dir.join(&d.stage.name));
+        let state = match (
+            &record,
+            &d.reason,
+            Pending::read(&run_dir.join(&d.stage.name)),
+        ) {
+            (_, _, Some(_)) => "partial",
+            (Some(_), None, _) => "done",
+            (Some(_), Some(_), _) => "stale",
+            (None, _, _) => "not run",
+        };
+        let wall = record
+            .as_ref()
+            .map_or("-".to_owned(), |r| format!("{:.1}", r.wall_seconds));
+        let detail = match (&record, &d.reason) {
+            (Some(r), None) => r.metrics.to_string(),
+            (_, Some(reason)) => reason.clone(),
+            (None, None) => String::new(),
+        };
+        println!("{:<18} {:<10} {:>9}  {}", d.stage.name, state, wall, detail);
+    }
+    Ok(())
+}
+
+fn binary_dir() -> PathBuf {
+    workspace::root().join("target").join("release")
+}
+
+fn build_binaries() -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace::root())
+        .args(["build", "--release"]);
+    for bin in STAGE_BINARIES {
+        cmd.args(["--package", bin]);
+    }
+    command::run(&mut cmd).context("building the stage binaries")
+}
+
+fn decide<'a>(
+    stages: &'a [Stage],
+    run_dir: &Path,
+    options: &Options,
+) -> anyhow::Result<Vec<Decision<'a>>> {
+    let names: BTreeSet<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+    for selected in [&options.only, &options.from].into_iter().flatten() {
+        if !names.contains(selected.as_str()) {
+            bail!(
+                "no stage {selected:?}; stages: {}",
+                names.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let downstream_of_from = options.from.as_ref().map(|from| downstream(stages, from));
+    let mut binary_hashes = HashMap::new();
+    let mut hashes: HashMap<String, String> = HashMap::new();
+    let mut decisions = Vec::new();
+    for stage in stages {
+        let mut parts = BTreeMap::new();
+        parts.insert(
+            "commands".to_owned(),
+            state::sha256_hex(serde_json::to_string(&stage.commands)?.as_bytes()),
+        );
+        if let Some(config) = &stage.config {
+            parts.insert(
+                "config".to_owned(),
+                state::sha256_hex(toml::to_string(config)?.as_bytes()),
+            );
+        }
+        for binary in stage.binaries() {
+            let hash = match binary_hashes.get(&binary) {
+                Some(h) => Clone::clone(h),
+                None => {
+                    let h = if binary.exists() {
+                        state::file_sha256(&binary)?
+                    } else {
+                        "not built".to_owned()
+                    };
+                    binary_hashes.insert(binary.clone(), h.clone());
+                    h
+                }
+            };
+            let label = binary
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            parts.insert(format!("binary {label}"), hash);
+        }
+        for upstream in &stage.upstream {
+            let hash = hashes.get(upstream).with_context(|| {
+                format!("stage {} needs {upstream}, planned after it", stage.name)
+            })?;
+            parts.insert(format!("stage {upstream}"), hash.clone());
+        }
+        for input in &stage.external {
+            parts.insert(
+                format!("input {}", input.display()),
+                state::fingerprint(input)?,
+            );
+        }
+        let hash = state::sha256_hex(serde_json::to_string(&parts)?.as_bytes());
+        hashes.insert(stage.name.clone(), hash.clone());
+        let record = StageRecord::read(&run_dir.join(&stage.name));
+        let stale = state::rerun_reason(record.as_ref(), &hash, &parts, &stage.outputs);
+        let reason = match (&options.only, &downstream_of_from) {
+            (Some(only), _) if *only == stage.name => {
+                Some(stale.unwrap_or_else(|| "selected with --only".to_owned()))
+            }
+            (Some(_), _) => None,
+            (None, Some(forced)) if forced.contains(&stage.name) => {
+                Some("selected with --from".to_owned())
+            }
+            _ if options.force => Some("forced".to_owned()),
+            _ => stale,
+        };
+        decisions.push(Decision {
+            stage,
+            hash,
+            parts,
+            reason,
+        });
+    }
+    if let Some(only) = &options.only {
+        let upstream = upstream_closure(stages, only);
+        let stale: Vec<String> = decisions
+            .iter()
+            .filter(|d| upstream.contains(&d.stage.name))
+            .filter_map(|d| {
+                let record = StageRecord::read(&run_dir.join(&d.stage.name));
+                state::rerun_reason(record.as_ref(), &d.hash, &d.parts, &d.stage.outputs)
+                    .map(|r| format!("{} ({r})", d.stage.name))
+            })
+            .collect();
+        if !stale.is_empty() {
+            bail!(
+                "--only {only}: upstream stages are out of date: {}; run without --only",
+                stale.join(", ")
+            );
+        }
+    }
+    Ok(decisions)
+}
+
+/// `from` and every stage that depends on it, directly or not.
+fn downstream(stages: &[Stage], from: &str) -> BTreeSet<String> {
+    let mut set = BTreeSet::from([from.to_owned()]);
+    for stage in stages {
+        if stage.upstream.iter().any(|u| set.contains(u)) {
+            set.insert(stage.name.clone());
+        }
+    }
+    set
+}
+
+/// Every stage `name` depends on, directly or not.
+fn upstream_closure(stages: &[Stage], name: &str) -> BTreeSet<String> {
+    let by_name: HashMap<&str, &Stage> = stages.iter().map(|s| (s.name.as_str(), s)).collect();
+    let mut set = BTreeSet::new();
+    let mut todo = vec![name.to_owned()];
+    while let Some(next) = todo.pop() {
+        for up in by_name
+            .get(next.as_str())
+            .map(|s| s.upstream.clone())
+            .unwrap_or_default()
+        {
+            if set.insert(up.clone()) {
+                todo.push(up);
+            }
+        }
+    }
+    set
+}
+
+fn print_plan(decisions: &[Decision], verbose: bool) {
+    println!("{:<18} {:<5} reason", "stage", "plan");
+    for d in decisions {
+        let plan = if d.reason.is_some() { "run" } else { "skip" };
+        println!(
+            "{:<18} {:<5} {}",
+            d.stage.name,
+            plan,
+            d.reason.as_deref().unwrap_or("up to date")
+        );
+    }
+    if verbose {
+        for d in decisions.iter().filter(|d| d.reason.is_some()) {
+            println!("\n== {} ==", d.stage.name);
+            if let Some(config) = &d.stage.config {
+                println!(
+                    "config:\n{}",
+                    toml::to_string(config).unwrap_or_default().trim_end()
+                );
+            }
+            for command in &d.stage.commands {
+                println!("$ {}", command.join(" "));
+            }
+        }
+    }
+}
+
+async fn run_stage(decision: &Decision<'_>, run_dir: &Path) -> anyhow::Result<()> {
+    let stage = decision.stage;
+    let dir = run_dir.join(&stage.name);
+    let resumable = Pending::read(&dir).is_some_and(|p| p.hash == decision.hash);
+    if !resumable && dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Pending {
+        hash: decision.hash.clone(),
+    }
+    .write(&dir)?;
+    if let Some(config) = &stage.config {
+        stage_kit::write_bytes_atomically(
+            &dir.join("config.toml"),
+            toml::to_string(config)?.as_bytes(),
+        )?;
+    }
+    println!(
+        "stage {} ({}){}",
+        stage.name,
+        decision.reason.as_deref().unwrap_or_default(),
+        if resumable { ", resuming" } else { "" }
+    );
+    let started = Instant::now();
+    execute::run_commands(&stage.name, &stage.commands, &dir.join("stage.log")).await?;
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let record = StageRecord {
+        stage: stage.name.clone(),
+        hash: decision.hash.clone(),
+        parts: decision.parts.clone(),
+        commands: stage.commands.clone(),
+        config: stage
+            .config
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()?,
+        wall_seconds,
+        finished_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        metrics: stage.read_metrics()?,
+    };
+    record.write(&dir)?;
+    Pending::clear(&dir);
+    println!("stage {} done in {wall_seconds:.1} s", stage.name);
+    Ok(())
+}

@@ -1,0 +1,656 @@
+//! The stage graph of a pipeline: which commands each stage runs, on which files, what it
+//! depends on, what it produces and where its headline metrics are.
+//!
+//! Folder layout under the run folder: `scan/` (manifests, trial lists, folds), `prepare/`
+//! (audio caches), `baseline/`, `pretrain/`, `embed/`, `eval-sv/<set>/`,
+//! `eval-emotion/<set>/`, and per pseudo-labelling round `cluster-rN/`, `finetune-rN/`,
+//! `embed-rN/`, `eval-sv-rN/`, `eval-emotion-rN/`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+
+use super::config::{DataRef, PipelineFile, ResolvedCorpus};
+
+/// One stage of the graph.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    /// Program (absolute path) and arguments of each command, run in order.
+    pub commands: Vec<Vec<String>>,
+    /// The stage's configuration section, written to `<stage>/config.toml`.
+    pub config: Option<toml::Table>,
+    /// Stages whose outputs this one reads.
+    pub upstream: Vec<String>,
+    /// Files and folders outside the run folder that this stage reads (fingerprinted).
+    pub external: Vec<PathBuf>,
+    /// Files that must exist after the stage.
+    pub outputs: Vec<PathBuf>,
+    /// Report files whose top-level numbers are the stage's metrics, by label.
+    pub metrics: Vec<(String, PathBuf)>,
+}
+
+impl Stage {
+    fn new(name: &str, upstream: &[&str]) -> Self {
+        Stage {
+            name: name.to_owned(),
+            commands: Vec::new(),
+            config: None,
+            upstream: upstream.iter().map(|s| s.to_string()).collect(),
+            external: Vec::new(),
+            outputs: Vec::new(),
+            metrics: Vec::new(),
+        }
+    }
+
+    /// The binaries the stage runs.
+    pub fn binaries(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self.commands.iter().map(|c| PathBuf::from(&c[0])).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Top-level numbers of each metrics file, by label.
+    pub fn read_metrics(&self) -> anyhow::Result<serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        for (label, path) in &self.metrics {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            let report: serde_json::Value = serde_json::from_str(&text)?;
+            let numbers: serde_json::Map<String, serde_json::Value> = report
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, v)| v.is_number())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            out.insert(label.clone(), serde_json::Value::Object(numbers));
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+}
+
+/// Builds the stages, in an order where every stage follows those it depends on.
+pub fn build(
+    file: &PipelineFile,
+    corpora: &BTreeMap<String, ResolvedCorpus>,
+    rounds: usize,
+    run_dir: &Path,
+    bin_dir: &Path,
+) -> anyhow::Result<Vec<Stage>> {
+    let p = Planner {
+        file,
+        corpora,
+        run_dir,
+        bin_dir,
+    };
+    let mut stages = vec![p.scan()?, p.prepare(), p.baseline(), p.pretrain()];
+    let mut model = (
+        "pretrain".to_owned(),
+        run_dir.join("pretrain").join("model.safetensors"),
+    );
+    for round in 0..=rounds {
+        let suffix = if round == 0 {
+            String::new()
+        } else {
+            format!("-r{round}")
+        };
+        if round > 0 {
+            let previous_embed = if round == 1 {
+                "embed".to_owned()
+            } else {
+                format!("embed-r{}", round - 1)
+            };
+            stages.push(p.cluster(round, &previous_embed));
+            stages.push(p.finetune(round, &model));
+            model = (
+                format!("finetune{suffix}"),
+                run_dir
+                    .join(format!("finetune{suffix}"))
+                    .join("model.safetensors"),
+            );
+        }
+        stages.push(p.embed(&suffix, &model));
+        stages.push(p.eval_sv(&suffix));
+        if !file.emotion.is_empty() {
+            stages.push(p.eval_emotion(&suffix));
+        }
+    }
+    Ok(stages)
+}
+
+struct Planner<'a> {
+    file: &'a PipelineFile,
+    corpora: &'a BTreeMap<String, ResolvedCorpus>,
+    run_dir: &'a Path,
+    bin_dir: &'a Path,
+}
+
+/// A command line builder.
+struct Cmd(Vec<String>);
+
+impl Cmd {
+    fn arg(mut self, arg: impl AsRef<str>) -> Self {
+        self.0.push(arg.as_ref().to_owned());
+        self
+    }
+
+    fn path(self, flag: &str, path: &Path) -> Self {
+        self.arg(flag).arg(path.display().to_string())
+    }
+}
+
+impl Planner<'_> {
+    fn bin(&self, name: &str) -> Cmd {
+        Cmd(vec![self.bin_dir.join(name).display().to_string()])
+    }
+
+    fn dir(&self, stage: &str) -> PathBuf {
+        self.run_dir.join(stage)
+    }
+
+    fn seed(&self) -> String {
+        self.file.pipeline.seed.to_string()
+    }
+
+    /// Name of a data reference's manifest: corpus, part and split joined.
+    fn key(data: &DataRef) -> String {
+        [
+            Some(data.corpus.as_str()),
+            data.part.as_deref(),
+            data.split.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("-")
+    }
+
+    /// Name of the whole scanned part (before any split filter).
+    fn scan_key(data: &DataRef) -> String {
+        Self::key(&DataRef {
+            split: None,
+            ..data.clone()
+        })
+    }
+
+    fn manifest(&self, data: &DataRef) -> PathBuf {
+        self.dir("scan")
+            .join(format!("{}.parquet", Self::key(data)))
+    }
+
+    fn cache(&self, data: &DataRef) -> PathBuf {
+        self.dir("prepare").join(format!("{}.h5", Self::key(data)))
+    }
+
+    /// Every data reference whose audio is embedded or trained on, once, training set first.
+    fn speech_sets(&self) -> Vec<DataRef> {
+        let mut sets = vec![self.file.train.clone()];
+        for data in self
+            .file
+            .sv
+            .iter()
+            .map(|s| &s.data)
+            .chain(self.file.emotion.iter().map(|e| &e.data))
+        {
+            if !sets.contains(data) {
+                sets.push(data.clone());
+            }
+        }
+        sets
+    }
+
+    /// The manifest an emotion evaluation reads (with folds when the pipeline makes them).
+    fn emotion_manifest(&self, name: &str, data: &DataRef, folds: &toml::Value) -> PathBuf {
+        match folds {
+            toml::Value::Integer(_) => self.dir("scan").join(format!("{name}.folds.parquet")),
+            _ => self.manifest(data),
+        }
+    }
+
+    fn emotion_fold_source(folds: &toml::Value) -> &'static str {
+        match folds.as_str() {
+            Some("split") => "split",
+            _ => "fold",
+        }
+    }
+
+    fn scan(&self) -> anyhow::Result<Stage> {
+        let mut stage = Stage::new("scan", &[]);
+        let dir = self.dir("scan");
+        let mut scanned = Vec::new();
+        for data in self.file.data_refs() {
+            let base = DataRef {
+                split: None,
+                ..data.clone()
+            };
+            let key = Self::scan_key(data);
+            if !scanned.contains(&key) {
+                scanned.push(key.clone());
+                let spec = &self.file.corpora[&data.corpus];
+                let root = &self.corpora[&data.corpus].root;
+                let mut cmd = self.bin("data-manifest").arg("scan").arg(&spec.kind);
+                if let Some(part) = &data.part {
+                    cmd = cmd.arg("--part").arg(part);
+                }
+                let cmd = cmd
+                    .path("--root", root)
+                    .path("--out", &self.manifest(&base))
+                    .path("--rejects", &dir.join(format!("{key}.rejects.parquet")))
+                    .path("--summary-json", &dir.join(format!("{key}.summary.json")));
+                stage.commands.push(cmd.0);
+                if !stage.external.contains(root) {
+                    stage.external.push(root.clone());
+                }
+            }
+            if let Some(split) = &data.split {
+                let out = self.manifest(data);
+                if !stage.outputs.contains(&out) {
+                    let cmd = self
+                        .bin("data-manifest")
+                        .arg("filter")
+                        .path("--manifest", &self.manifest(&base))
+                        .arg("--split")
+                        .arg(split)
+                        .path("--out", &out);
+                    stage.commands.push(cmd.0);
+                    stage.outputs.push(out);
+                }
+            }
+            stage.outputs.push(self.manifest(&base));
+        }
+        for set in &self.file.sv {
+            let out = dir.join(format!("{}.trials.parquet", set.name));
+            let summary = dir.join(format!("{}.trials.summary.json", set.name));
+            let cmd = match &set.trials {
+                Some(list) => {
+                    let list = absolute_in(&self.corpora[&set.data.corpus].root, list);
+                    if !list.exists() {
+                        bail!(
+                            "trial list {} of {} does not exist",
+                            list.display(),
+                            set.name
+                        );
+                    }
+                    stage.external.push(list.clone());
+                    self.bin("data-manifest")
+                        .arg("trials")
+                        .path("--list", &list)
+                }
+                None => self
+                    .bin("data-manifest")
+                    .arg("make-trials")
+                    .arg("--seed")
+                    .arg(self.seed()),
+            };
+            let cmd = cmd
+                .path("--manifest", &self.manifest(&set.data))
+                .path("--out", &out)
+                .path("--summary-json", &summary);
+            stage.commands.push(cmd.0);
+            stage.outputs.push(out);
+        }
+        for set in &self.file.emotion {
+            if let toml::Value::Integer(folds) = set.folds {
+                let out = self.emotion_manifest(&set.name, &set.data, &set.folds);
+                let cmd = self
+                    .bin("data-manifest")
+                    .arg("split")
+                    .path("--manifest", &self.manifest(&set.data))
+                    .path("--out", &out)
+                    .arg("--by")
+                    .arg("speaker")
+                    .arg("--folds")
+                    .arg(folds.to_string())
+                    .arg("--seed")
+                    .arg(self.seed());
+                stage.commands.push(cmd.0);
+                stage.outputs.push(out);
+            }
+        }
+        stage.metrics.push((
+            "train".to_owned(),
+            dir.join(format!("{}.summary.json", Self::scan_key(&self.file.train))),
+        ));
+        stage.outputs.sort();
+        stage.outputs.dedup();
+        Ok(stage)
+    }
+
+    fn prepare(&self) -> Stage {
+        let mut stage = Stage::new("prepare", &["scan"]);
+        let dir = self.dir("prepare");
+        stage.config = Some(self.file.prepare.clone());
+        let config = dir.join("config.toml");
+        let mut sets: Vec<(DataRef, bool)> = self
+            .speech_sets()
+            .into_iter()
+            .map(|d| (d, self.file.pipeline.vad))
+            .collect();
+        if let Some(augment) = &self.file.augment {
+            sets.push((augment.musan.clone(), false));
+            sets.push((augment.rirs.clone(), false));
+        }
+        for (data, vad) in sets {
+            let key = Self::key(&data);
+            let mut cmd = self
+                .bin("feature-extract")
+                .arg("prepare")
+                .path("--manifest", &self.manifest(&data))
+                .path("--audio-out", &self.cache(&data))
+                .path("--config", &config)
+                .path("--rejects", &dir.join(format!("{key}.rejects.parquet")))
+                .path("--summary-json", &dir.join(format!("{key}.summary.json")));
+            if vad {
+                cmd = cmd.arg("--vad");
+            }
+            stage.commands.push(cmd.0);
+            stage.outputs.push(self.cache(&data));
+        }
+        stage.metrics.push((
+            "train".to_owned(),
+            dir.join(format!("{}.summary.json", Self::key(&self.file.train))),
+        ));
+        stage
+    }
+
+    fn baseline(&self) -> Stage {
+        let mut stage = Stage::new("baseline", &["scan", "prepare"]);
+        let dir = self.dir("baseline");
+        for set in &self.file.sv {
+            let embeddings = dir.join(format!("{}.h5", Self::key(&set.data)));
+            if !stage.outputs.contains(&embeddings) {
+                stage
+                    .commands
+                    .push(self.baseline_embed(&set.data, &embeddings));
+                stage.outputs.push(embeddings.clone());
+            }
+            let out = dir.join(format!("sv-{}", set.name));
+            let cmd = self
+                .bin("downstream-eval")
+                .arg("sv")
+                .path("--embeddings", &embeddings)
+                .path(
+                    "--trials",
+                    &self
+                        .dir("scan")
+                        .join(format!("{}.trials.parquet", set.name)),
+                )
+                .path("--out-dir", &out);
+            stage.commands.push(cmd.0);
+            stage.outputs.push(out.join("report.json"));
+            stage
+                .metrics
+                .push((format!("sv/{}", set.name), out.join("report.json")));
+        }
+        for set in &self.file.emotion {
+            let embeddings = dir.join(format!("{}.h5", Self::key(&set.data)));
+            if !stage.outputs.contains(&embeddings) {
+                stage
+                    .commands
+                    .push(self.baseline_embed(&set.data, &embeddings));
+                stage.outputs.push(embeddings.clone());
+            }
+            let out = dir.join(format!("emotion-{}", set.name));
+            stage.commands.push(self.emotion_command(
+                &set.name,
+                &set.data,
+                &set.folds,
+                &embeddings,
+                &out,
+                None,
+            ));
+            stage.outputs.push(out.join("report.json"));
+            stage
+                .metrics
+                .push((format!("emotion/{}", set.name), out.join("report.json")));
+        }
+        stage
+    }
+
+    fn baseline_embed(&self, data: &DataRef, out: &Path) -> Vec<String> {
+        self.bin("downstream-eval")
+            .arg("baseline")
+            .path("--manifest", &self.manifest(data))
+            .path("--audio-cache", &self.cache(data))
+            .path("--out", out)
+            .0
+    }
+
+    fn emotion_command(
+        &self,
+        name: &str,
+        data: &DataRef,
+        folds: &toml::Value,
+        embeddings: &Path,
+        out: &Path,
+        config: Option<&Path>,
+    ) -> Vec<String> {
+        let mut cmd = self
+            .bin("downstream-eval")
+            .arg("emotion")
+            .path("--embeddings", embeddings)
+            .path("--manifest", &self.emotion_manifest(name, data, folds))
+            .path("--out-dir", out)
+            .arg("--folds")
+            .arg(Self::emotion_fold_source(folds))
+            .arg("--seed")
+            .arg(self.seed());
+        if let Some(config) = config {
+            cmd = cmd.path("--config", config);
+        }
+        cmd.0
+    }
+
+    fn augmentation_args(&self, mut cmd: Cmd) -> Cmd {
+        if let Some(augment) = &self.file.augment {
+            cmd = cmd
+                .path("--noise-cache", &self.cache(&augment.musan))
+                .path("--rir-cache", &self.cache(&augment.rirs));
+        }
+        cmd
+    }
+
+    fn pretrain(&self) -> Stage {
+        let mut stage = Stage::new("pretrain", &["scan", "prepare"]);
+        let dir = self.dir("pretrain");
+        stage.config = Some(self.file.pretrain.clone());
+        let cmd = self
+            .bin("dino-core")
+            .path("--log-json", &dir.join("log.jsonl"))
+            .arg("pretrain")
+            .path("--config", &dir.join("config.toml"))
+            .path("--manifest", &self.manifest(&self.file.train))
+            .path("--audio-cache", &self.cache(&self.file.train));
+        let cmd = self
+            .augmentation_args(cmd)
+            .path("--out-dir", &dir)
+            .arg("--resume")
+            .arg("--seed")
+            .arg(self.seed())
+            .arg("--device")
+            .arg(&self.file.pipeline.device);
+        stage.commands.push(cmd.0);
+        stage.outputs.push(dir.join("model.safetensors"));
+        stage
+            .metrics
+            .push(("pretrain".to_owned(), dir.join("report.json")));
+        stage
+    }
+
+    fn embed(&self, suffix: &str, model: &(String, PathBuf)) -> Stage {
+        let name = format!("embed{suffix}");
+        let mut stage = Stage::new(&name, &["scan", "prepare", &model.0]);
+        let dir = self.dir(&name);
+        stage.config = Some(self.file.embed.clone());
+        for data in self.speech_sets() {
+            let key = Self::key(&data);
+            let out = dir.join(format!("{key}.h5"));
+            let cmd = self
+                .bin("dino-core")
+                .arg("embed")
+                .path("--checkpoint", &model.1)
+                .path("--manifest", &self.manifest(&data))
+                .path("--audio-cache", &self.cache(&data))
+                .path("--out", &out)
+                .path("--config", &dir.join("config.toml"))
+                .arg("--device")
+                .arg(&self.file.pipeline.device)
+                .path("--summary-json", &dir.join(format!("{key}.summary.json")));
+            stage.commands.push(cmd.0);
+            stage.outputs.push(out);
+        }
+        stage
+    }
+
+    fn eval_sv(&self, suffix: &str) -> Stage {
+        let name = format!("eval-sv{suffix}");
+        let embed = format!("embed{suffix}");
+        let mut stage = Stage::new(&name, &["scan", &embed]);
+        let dir = self.dir(&name);
+        stage.config = Some(self.file.eval_sv.clone());
+        for set in &self.file.sv {
+            let out = dir.join(&set.name);
+            let cmd = self
+                .bin("downstream-eval")
+                .arg("sv")
+                .path(
+                    "--embeddings",
+                    &self
+                        .dir(&embed)
+                        .join(format!("{}.h5", Self::key(&set.data))),
+                )
+                .path(
+                    "--trials",
+                    &self
+                        .dir("scan")
+                        .join(format!("{}.trials.parquet", set.name)),
+                )
+                .path("--out-dir", &out)
+                .path(
+                    "--mean-embeddings",
+                    &self
+                        .dir(&embed)
+                        .join(format!("{}.h5", Self::key(&self.file.train))),
+                )
+                .path("--config", &dir.join("config.toml"));
+            stage.commands.push(cmd.0);
+            stage.outputs.push(out.join("report.json"));
+            stage
+                .metrics
+                .push((format!("sv/{}", set.name), out.join("report.json")));
+        }
+        stage
+    }
+
+    fn eval_emotion(&self, suffix: &str) -> Stage {
+        let name = format!("eval-emotion{suffix}");
+        let embed = format!("embed{suffix}");
+        let mut stage = Stage::new(&name, &["scan", &embed]);
+        let dir = self.dir(&name);
+        stage.config = Some(self.file.eval_emotion.clone());
+        for set in &self.file.emotion {
+            let out = dir.join(&set.name);
+            let embeddings = self
+                .dir(&embed)
+                .join(format!("{}.h5", Self::key(&set.data)));
+            stage.commands.push(self.emotion_command(
+                &set.name,
+                &set.data,
+                &set.folds,
+                &embeddings,
+                &out,
+                Some(&dir.join("config.toml")),
+            ));
+            stage.outputs.push(out.join("report.json"));
+            stage
+                .metrics
+                .push((format!("emotion/{}", set.name), out.join("report.json")));
+        }
+        stage
+    }
+
+    fn cluster(&self, round: usize, previous_embed: &str) -> Stage {
+        let name = format!("cluster-r{round}");
+        let mut stage = Stage::new(&name, &["scan", previous_embed]);
+        let dir = self.dir(&name);
+        stage.config = Some(self.file.cluster.clone());
+        let cmd = self
+            .bin("pseudo-labeler")
+            .arg("cluster")
+            .path(
+                "--embeddings",
+                &self
+                    .dir(previous_embed)
+                    .join(format!("{}.h5", Self::key(&self.file.train))),
+            )
+            .path("--manifest", &self.manifest(&self.file.train))
+            .path("--out-dir", &dir)
+            .path("--config", &dir.join("config.toml"))
+            .arg("--seed")
+            .arg(self.seed())
+            .arg("--device")
+            .arg(cluster_device(&self.file.pipeline.device))
+            .path("--log-json", &dir.join("log.jsonl"));
+        stage.commands.push(cmd.0);
+        stage.outputs.push(dir.join("pseudo_labels.parquet"));
+        stage
+            .metrics
+            .push(("cluster".to_owned(), dir.join("cluster_report.json")));
+        stage
+    }
+
+    fn finetune(&self, round: usize, model: &(String, PathBuf)) -> Stage {
+        let name = format!("finetune-r{round}");
+        let cluster = format!("cluster-r{round}");
+        let mut stage = Stage::new(&name, &["scan", "prepare", &cluster, &model.0]);
+        let dir = self.dir(&name);
+        stage.config = Some(self.file.finetune.clone());
+        let cmd = self
+            .bin("dino-core")
+            .path("--log-json", &dir.join("log.jsonl"))
+            .arg("finetune")
+            .path("--config", &dir.join("config.toml"))
+            .path("--init", &model.1)
+            .path(
+                "--pseudo-labels",
+                &self.dir(&cluster).join("pseudo_labels.parquet"),
+            )
+            .path("--audio-cache", &self.cache(&self.file.train));
+        let cmd = self
+            .augmentation_args(cmd)
+            .path("--out-dir", &dir)
+            .arg("--resume")
+            .arg("--seed")
+            .arg(self.seed())
+            .arg("--device")
+            .arg(&self.file.pipeline.device);
+        stage.commands.push(cmd.0);
+        stage.outputs.push(dir.join("model.safetensors"));
+        stage
+            .metrics
+            .push(("finetune".to_owned(), dir.join("report.json")));
+        stage
+    }
+}
+
+/// pseudo-labeler takes `auto`, `cpu` or `cuda` (no ordinal).
+fn cluster_device(device: &str) -> &str {
+    if device.starts_with("cuda") {
+        "cuda"
+    } else {
+        device
+    }
+}
+
+/// `path` itself when absolute, else under `root`.
+fn absolute_in(root: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    }
+}

@@ -1,0 +1,264 @@
+//! The run's final report, `report.md` and `report.json`: speaker-verification EER and minDCF
+//! and emotion-recognition F1 for the no-learning baseline, after DINO and after each
+//! pseudo-labelling round, the clustering rounds, the paper's numbers where the pipeline
+//! lists them, and each stage's wall time.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::config::PipelineFile;
+use super::plan::Stage;
+use super::state::StageRecord;
+
+/// A system whose embeddings were evaluated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct System {
+    pub name: String,
+    /// Per trial list: `eer`, `eer_interpolated`, `min_dcf_0.01`, ... (fractions).
+    pub sv: serde_json::Map<String, Value>,
+    /// Per emotion set: `micro_f1`, `macro_f1`, `uar` (fractions).
+    pub emotion: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageTime {
+    pub stage: String,
+    pub wall_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub pipeline: String,
+    pub description: String,
+    pub systems: Vec<System>,
+    /// Cluster report numbers per round.
+    pub clustering: Vec<Value>,
+    pub paper: std::collections::BTreeMap<String, f64>,
+    pub stages: Vec<StageTime>,
+}
+
+/// Collects the stage records into the report and writes both files into `run_dir`.
+pub fn write(
+    name: &str,
+    file: &PipelineFile,
+    stages: &[Stage],
+    run_dir: &Path,
+) -> anyhow::Result<Report> {
+    let record = |stage: &str| StageRecord::read(&run_dir.join(stage));
+    let section = |record: &Option<StageRecord>, prefix: &str| -> serde_json::Map<String, Value> {
+        record
+            .as_ref()
+            .and_then(|r| r.metrics.as_object())
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                k.strip_prefix(prefix)
+                    .map(|set| (set.to_owned(), v.clone()))
+            })
+            .collect()
+    };
+    let mut systems = Vec::new();
+    let baseline = record("baseline");
+    systems.push(System {
+        name: "baseline (fbank mean+std, no learning)".to_owned(),
+        sv: section(&baseline, "sv/"),
+        emotion: section(&baseline, "emotion/"),
+    });
+    let mut clustering = Vec::new();
+    let rounds = stages
+        .iter()
+        .filter(|s| s.name.starts_with("finetune-r"))
+        .count();
+    for round in 0..=rounds {
+        let suffix = if round == 0 {
+            String::new()
+        } else {
+            format!("-r{round}")
+        };
+        let sv = record(&format!("eval-sv{suffix}"));
+        let emotion = record(&format!("eval-emotion{suffix}"));
+        let name = if round == 0 {
+            "DINO".to_owned()
+        } else {
+            format!("DINO + {round} pseudo-label round(s)")
+        };
+        systems.push(System {
+            name,
+            sv: section(&sv, "sv/"),
+            emotion: section(&emotion, "emotion/"),
+        });
+        if round > 0
+            && let Some(c) =
+                record(&format!("cluster-r{round}")).and_then(|r| r.metrics.get("cluster").cloned())
+        {
+            clustering.push(c);
+        }
+    }
+    let report = Report {
+        pipeline: name.to_owned(),
+        description: file.pipeline.description.clone(),
+        systems,
+        clustering,
+        paper: file.pipeline.paper.clone(),
+        stages: stages
+            .iter()
+            .filter_map(|s| {
+                record(&s.name).map(|r| StageTime {
+                    stage: s.name.clone(),
+                    wall_seconds: r.wall_seconds,
+                })
+            })
+            .collect(),
+    };
+    stage_kit::write_bytes_atomically(
+        &run_dir.join("report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    stage_kit::write_bytes_atomically(&run_dir.join("report.md"), markdown(&report).as_bytes())?;
+    Ok(report)
+}
+
+fn percent(value: Option<&Value>) -> String {
+    value
+        .and_then(Value::as_f64)
+        .map_or("-".to_owned(), |v| format!("{:.2}", 100.0 * v))
+}
+
+fn number(value: Option<&Value>) -> String {
+    value
+        .and_then(Value::as_f64)
+        .map_or("-".to_owned(), |v| format!("{v:.4}"))
+}
+
+fn markdown(report: &Report) -> String {
+    let mut md = format!(
+        "# Pipeline `{}`\n\n{}\n\n",
+        report.pipeline, report.description
+    );
+    let paper = |key: String| {
+        report
+            .paper
+            .get(&key)
+            .map_or("-".to_owned(), |v| format!("{v:.2}"))
+    };
+    let sv_sets: Vec<&String> = report
+        .systems
+        .iter()
+        .flat_map(|s| s.sv.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !sv_sets.is_empty() {
+        md.push_str("## Speaker verification (cosine scoring)\n\n");
+        md.push_str("| system | trial list | EER % (ROCCH) | EER % (interp.) | minDCF 0.01 | minDCF 0.05 | paper EER % |\n|---|---|---|---|---|---|---|\n");
+        for (i, system) in report.systems.iter().enumerate() {
+            for set in &sv_sets {
+                let m = system.sv.get(*set);
+                let get = |k: &str| m.and_then(|m| m.get(k));
+                let paper_key = match i {
+                    0 => format!("baseline.{set}.eer"),
+                    1 => format!("dino.{set}.eer"),
+                    r => format!("round{}.{set}.eer", r - 1),
+                };
+                let _ = writeln!(
+                    md,
+                    "| {} | {set} | {} | {} | {} | {} | {} |",
+                    system.name,
+                    percent(get("eer")),
+                    percent(get("eer_interpolated")),
+                    number(get("min_dcf_0.01")),
+                    number(get("min_dcf_0.05")),
+                    paper(paper_key)
+                );
+            }
+        }
+        md.push('\n');
+    }
+    let emotion_sets: Vec<&String> = report
+        .systems
+        .iter()
+        .flat_map(|s| s.emotion.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !emotion_sets.is_empty() {
+        md.push_str("## Emotion recognition (frozen embeddings)\n\n");
+        md.push_str("| system | corpus | micro-F1 % | macro-F1 % | UAR % | paper micro-F1 % |\n|---|---|---|---|---|---|\n");
+        for (i, system) in report.systems.iter().enumerate() {
+            for set in &emotion_sets {
+                let m = system.emotion.get(*set);
+                let get = |k: &str| m.and_then(|m| m.get(k));
+                let paper_key = if i == 1 {
+                    format!("dino.{set}.micro_f1")
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    md,
+                    "| {} | {set} | {} | {} | {} | {} |",
+                    system.name,
+                    percent(get("micro_f1")),
+                    percent(get("macro_f1")),
+                    percent(get("uar")),
+                    paper(paper_key)
+                );
+            }
+        }
+        md.push('\n');
+    }
+    if !report.clustering.is_empty() {
+        md.push_str("## Pseudo-labelling rounds\n\n```json\n");
+        for (round, c) in report.clustering.iter().enumerate() {
+            let _ = writeln!(md, "round {}: {c}", round + 1);
+        }
+        md.push_str("```\n\n");
+    }
+    md.push_str("## Stages\n\n| stage | wall time (s) |\n|---|---|\n");
+    for s in &report.stages {
+        let _ = writeln!(md, "| {} | {:.1} |", s.stage, s.wall_seconds);
+    }
+    md
+}
+
+/// Fails unless DINO's EER is below the baseline's on every trial list.
+pub fn require_improvement(report: &Report) -> anyhow::Result<()> {
+    let eer = |system: &System, set: &str| {
+        system
+            .sv
+            .get(set)
+            .and_then(|m| m.get("eer"))
+            .and_then(Value::as_f64)
+    };
+    let baseline = report
+        .systems
+        .first()
+        .context("the report has no baseline")?;
+    let dino = report
+        .systems
+        .get(1)
+        .context("the report has no DINO system")?;
+    if baseline.sv.is_empty() {
+        bail!("the report has no speaker-verification result");
+    }
+    for set in baseline.sv.keys() {
+        let (b, d) = (eer(baseline, set), eer(dino, set));
+        match (b, d) {
+            (Some(b), Some(d)) if d < b => println!(
+                "{set}: DINO EER {:.2} % < baseline {:.2} %",
+                100.0 * d,
+                100.0 * b
+            ),
+            (Some(b), Some(d)) => bail!(
+                "{set}: DINO EER {:.2} % is not below the baseline's {:.2} %",
+                100.0 * d,
+                100.0 * b
+            ),
+            _ => bail!("{set}: EER missing from the report"),
+        }
+    }
+    Ok(())
+}

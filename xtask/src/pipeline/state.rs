@@ -1,0 +1,223 @@
+//! What the runner remembers about a stage: `stage.json` in the stage's folder, written
+//! atomically when the stage succeeds. A stage is up to date when its recorded hash equals the
+//! hash of what it would run now (command lines, configuration, binaries, inputs) and its
+//! outputs exist. Upstream stages enter a hash through their own recorded hash, so an edit
+//! reruns the stage it touches and everything downstream, nothing else.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Contents of `stage.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageRecord {
+    pub stage: String,
+    /// Hash of everything the stage depends on.
+    pub hash: String,
+    /// The parts of the hash, for explaining why a stage reruns.
+    pub parts: BTreeMap<String, String>,
+    pub commands: Vec<Vec<String>>,
+    /// The stage's resolved configuration, if it has one.
+    pub config: Option<serde_json::Value>,
+    pub wall_seconds: f64,
+    pub finished_unix: u64,
+    /// Headline metrics read from the stage's reports.
+    pub metrics: serde_json::Value,
+}
+
+impl StageRecord {
+    pub fn read(dir: &Path) -> Option<StageRecord> {
+        let text = fs::read_to_string(dir.join("stage.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        stage_kit::write_bytes_atomically(
+            &dir.join("stage.json"),
+            serde_json::to_string_pretty(self)?.as_bytes(),
+        )?;
+        Ok(())
+    }
+}
+
+/// Marker written when a stage starts: a rerun with the same hash may resume from the
+/// partial outputs (training checkpoints, cache entries); with another hash they are cleared.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Pending {
+    pub hash: String,
+}
+
+impl Pending {
+    pub fn read(dir: &Path) -> Option<Pending> {
+        serde_json::from_str(&fs::read_to_string(dir.join("stage.pending.json")).ok()?).ok()
+    }
+
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        stage_kit::write_bytes_atomically(
+            &dir.join("stage.pending.json"),
+            serde_json::to_string(self)?.as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    pub fn clear(dir: &Path) {
+        let _ = fs::remove_file(dir.join("stage.pending.json"));
+    }
+}
+
+/// SHA-256 of a byte string, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// SHA-256 of a file's content, hex.
+pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Fingerprint of external input data (a corpus folder or a file): the sorted list of
+/// relative paths with sizes and modification times. Cheap even for a million files, and it
+/// changes when any file is added, removed, or rewritten.
+pub fn fingerprint(path: &Path) -> anyhow::Result<String> {
+    let mut entries = Vec::new();
+    if path.is_dir() {
+        collect(path, path, &mut entries)?;
+    } else {
+        entries.push(describe(path, path)?);
+    }
+    entries.sort();
+    Ok(sha256_hex(entries.join("\n").as_bytes()))
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) -> anyhow::Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect(root, &path, out)?;
+        } else {
+            out.push(describe(root, &path)?);
+        }
+    }
+    Ok(())
+}
+
+fn describe(root: &Path, path: &Path) -> anyhow::Result<String> {
+    let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    Ok(format!("{}\t{}\t{modified}", rel.display(), meta.len()))
+}
+
+/// Why a stage must run, or `None` when it is up to date.
+pub fn rerun_reason(
+    record: Option<&StageRecord>,
+    hash: &str,
+    parts: &BTreeMap<String, String>,
+    outputs: &[PathBuf],
+) -> Option<String> {
+    let Some(record) = record else {
+        return Some("never completed".to_owned());
+    };
+    if record.hash != hash {
+        let changed: Vec<&str> = parts
+            .iter()
+            .filter(|(k, v)| record.parts.get(*k) != Some(*v))
+            .map(|(k, _)| k.as_str())
+            .chain(
+                record
+                    .parts
+                    .keys()
+                    .filter(|k| !parts.contains_key(*k))
+                    .map(String::as_str),
+            )
+            .collect();
+        return Some(format!("changed: {}", changed.join(", ")));
+    }
+    outputs
+        .iter()
+        .find(|p| !p.exists())
+        .map(|missing| format!("output missing: {}", missing.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_follows_content_changes_only_where_files_change() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.wav"), b"1").unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::write(dir.path().join("sub/b.wav"), b"22").unwrap();
+        let first = fingerprint(dir.path()).unwrap();
+        assert_eq!(first, fingerprint(dir.path()).unwrap());
+        fs::write(dir.path().join("sub/c.wav"), b"3").unwrap();
+        assert_ne!(first, fingerprint(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn reasons_name_the_changed_parts() {
+        let parts = |v: &str| {
+            BTreeMap::from([
+                ("config".to_owned(), v.to_owned()),
+                ("input:scan".to_owned(), "x".to_owned()),
+            ])
+        };
+        let record = StageRecord {
+            stage: "pretrain".into(),
+            hash: "h1".into(),
+            parts: parts("a"),
+            commands: vec![],
+            config: None,
+            wall_seconds: 1.0,
+            finished_unix: 0,
+            metrics: serde_json::Value::Null,
+        };
+        assert_eq!(
+            rerun_reason(None, "h1", &parts("a"), &[]).unwrap(),
+            "never completed"
+        );
+        assert_eq!(rerun_reason(Some(&record), "h1", &parts("a"), &[]), None);
+        assert_eq!(
+            rerun_reason(Some(&record), "h2", &parts("b"), &[]).unwrap(),
+            "changed: config"
+        );
+        let missing = rerun_reason(
+            Some(&record),
+            "h1",
+            &parts("a"),
+            &[PathBuf::from("/nonexistent/x")],
+        )
+        .unwrap();
+        assert!(missing.starts_with("output missing"));
+    }
+}
