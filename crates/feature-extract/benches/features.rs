@@ -4,7 +4,12 @@
 //! decode + fbank work (PyAV + torchaudio, 2 processes, no HDF5 writing). Both references run
 //! in this process run; the ratios are printed at the end.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::files;
 use std::time::Instant;
 
 use data_manifest::{Utterance, UtteranceManifest};
@@ -69,23 +74,6 @@ if __name__ == "__main__":
         frames = sum(pool.map(work, files, chunksize=4))
     print(time.perf_counter() - start)
 "#;
-
-fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("readable folder") {
-            let path = entry.expect("folder entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == ext) {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// The fbank comparison: (audio seconds, ours RTF, torchaudio RTF).
 fn fbank_rtf(utterances: &[Vec<f32>], dir: &Path) -> (f64, f64, f64) {

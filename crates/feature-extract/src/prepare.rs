@@ -313,7 +313,10 @@ fn process(
         .map(|&s| s.round().clamp(-32768.0, 32767.0))
         .collect();
     if config.vad {
-        let decisions = vad::frame_decisions(&audio, &config.fbank, &config.vad_options);
+        let decisions = match vad::frame_decisions(&audio, &config.fbank, &config.vad_options) {
+            Ok(d) => d,
+            Err(e) => return reject(e.to_string(), input_samples),
+        };
         audio = vad::trim(&audio, &decisions, &fbank.geometry());
         if audio.is_empty() {
             return reject("no voiced frames (energy VAD)".into(), input_samples);

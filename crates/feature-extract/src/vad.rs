@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Result;
 use crate::fbank::{Fbank, FbankOptions, FrameGeometry};
 
 /// Kaldi's `compute-vad` options, with the defaults of the VoxCeleb recipes.
@@ -52,13 +53,17 @@ pub fn decide(log_energy: &[f32], opts: &VadOptions) -> Vec<bool> {
 }
 
 /// Frame decisions for audio (int16 range) framed as `fbank` frames it.
-pub fn frame_decisions(samples: &[f32], fbank: &FbankOptions, opts: &VadOptions) -> Vec<bool> {
+pub fn frame_decisions(
+    samples: &[f32],
+    fbank: &FbankOptions,
+    opts: &VadOptions,
+) -> Result<Vec<bool>> {
     let energy_opts = FbankOptions {
         energy_floor: 0.0,
         ..fbank.clone()
     };
-    let plan = Fbank::new(&energy_opts).expect("options validated by the caller's Fbank");
-    decide(&plan.log_energy(samples), opts)
+    let plan = Fbank::new(&energy_opts)?;
+    Ok(decide(&plan.log_energy(samples), opts))
 }
 
 /// The samples of voiced frames: sample `n` belongs to frame `n / shift` (the last frame keeps
