@@ -93,7 +93,8 @@ pub struct PrepareSummary {
     /// Audio kept in the caches, in hours.
     pub kept_hours: f64,
     pub wall_seconds: f64,
-    /// Hours of input audio per minute of this run (resumed parts excluded).
+    /// Hours of audio decoded per minute of decoding, features and part writing in this run
+    /// (resumed parts and the final merge excluded; `wall_seconds` has everything).
     pub hours_per_minute: f64,
     pub config: PrepareConfig,
     #[serde(skip)]
@@ -245,6 +246,11 @@ pub fn prepare(req: &PrepareRequest) -> Result<PrepareSummary> {
         summary.rejects = to_rejects(audio.rejects());
     } else if let Some(fbank_out) = &req.fbank_out {
         let fb = cache::FbankCache::open(fbank_out)?;
+        // Without the audio, frames times the shift.
+        let frames: u64 = fb.entries().iter().map(|e| e.length).sum();
+        summary.kept_hours = (frames * fbank.geometry().window_shift as u64) as f64
+            / f64::from(config.sample_rate)
+            / 3600.0;
         summary.written = fb.len();
         summary.rejects = to_rejects(fb.rejects());
     }
