@@ -23,7 +23,7 @@ use stage_kit::progress::Progress;
 use data_manifest::{Reject, RejectList, Utterance, UtteranceManifest};
 
 use crate::cache::{self, CacheKind, CacheReject, CacheWriter, FbankDtype};
-use crate::decode;
+use crate::decode::{self, Downmix};
 use crate::error::{Error, Result};
 use crate::fbank::{Fbank, FbankOptions};
 use crate::vad::{self, VadOptions};
@@ -34,6 +34,8 @@ use crate::vad::{self, VadOptions};
 pub struct PrepareConfig {
     /// Sample rate of the audio cache and of the fbank (which follows it).
     pub sample_rate: u32,
+    /// How multi-channel files become mono (`first` for multi-microphone RIR sets).
+    pub downmix: Downmix,
     /// Drop unvoiced frames (energy VAD) before caching.
     pub vad: bool,
     pub vad_options: VadOptions,
@@ -47,6 +49,7 @@ impl Default for PrepareConfig {
     fn default() -> Self {
         PrepareConfig {
             sample_rate: 16000,
+            downmix: Downmix::Mean,
             vad: false,
             vad_options: VadOptions::default(),
             fbank: FbankOptions::default(),
@@ -309,7 +312,7 @@ fn process(
         input_samples,
     };
     let path = manifest.audio_path(u);
-    let samples = match decode::load_mono(&path, config.sample_rate) {
+    let samples = match decode::load(&path, config.sample_rate, config.downmix) {
         Ok(s) => s,
         Err(e) => return reject(e.to_string(), 0),
     };
