@@ -27,11 +27,14 @@ const INT16_SCALE: f32 = 32768.0;
 /// Mono audio at its sample rate, in the int16 range.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Audio {
+    /// Mono samples in the int16 range.
     pub samples: Vec<f32>,
+    /// Samples per second.
     pub sample_rate: u32,
 }
 
 impl Audio {
+    /// Length in seconds.
     pub fn duration_seconds(&self) -> f64 {
         self.samples.len() as f64 / f64::from(self.sample_rate.max(1))
     }

@@ -27,9 +27,13 @@ pub const FLOAT_EPSILON: f64 = f32::EPSILON as f64;
 pub enum WindowType {
     /// Hann window to the power 0.85 (Kaldi's default).
     Povey,
+    /// Hamming window (0.54, 0.46).
     Hamming,
+    /// Hann window.
     Hanning,
+    /// No window.
     Rectangular,
+    /// Blackman window (coefficient 0.42).
     Blackman,
 }
 
@@ -37,13 +41,19 @@ pub enum WindowType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FbankOptions {
+    /// Sample rate of the input audio (Hz).
     pub sample_rate: u32,
+    /// Number of triangular mel filters.
     pub num_mel_bins: usize,
+    /// Frame length (ms).
     pub frame_length_ms: f64,
+    /// Frame shift (ms).
     pub frame_shift_ms: f64,
+    /// Analysis window.
     pub window_type: WindowType,
     /// Pre-emphasis coefficient (0 disables).
     pub preemphasis: f64,
+    /// Subtract each frame's mean (after dither, before pre-emphasis).
     pub remove_dc_offset: bool,
     /// Lowest filter edge in Hz.
     pub low_freq: f64,
@@ -60,6 +70,7 @@ pub struct FbankOptions {
     pub energy_floor: f64,
     /// Gaussian dither standard deviation, in int16 units (0 disables).
     pub dither: f64,
+    /// Zero-pad frames to a power of two for the FFT.
     pub round_to_power_of_two: bool,
     /// Power spectrum (true) or magnitude.
     pub use_power: bool,
@@ -94,14 +105,18 @@ impl Default for FbankOptions {
 /// Frame sizes in samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameGeometry {
+    /// Samples per frame.
     pub window_size: usize,
+    /// Samples between frame starts.
     pub window_shift: usize,
     /// FFT length (window size, rounded up to a power of two when asked).
     pub padded_size: usize,
+    /// Whether only frames inside the signal are produced.
     pub snip_edges: bool,
 }
 
 impl FrameGeometry {
+    /// Frame sizes of `opts` (truncating milliseconds to samples, as Kaldi).
     pub fn new(opts: &FbankOptions) -> Self {
         // int(), as torchaudio: truncation of the millisecond products.
         let rate = f64::from(opts.sample_rate);
@@ -190,7 +205,9 @@ pub fn mel_scale(hz: f64) -> f64 {
 /// One triangular filter: weights of FFT bins `first..first + weights.len()`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MelFilter {
+    /// First FFT bin with a non-zero weight.
     pub first: usize,
+    /// Weights of bins `first..first + weights.len()`.
     pub weights: Vec<f64>,
 }
 
@@ -293,10 +310,12 @@ impl Fbank {
         })
     }
 
+    /// The options the transform was planned for.
     pub fn options(&self) -> &FbankOptions {
         &self.opts
     }
 
+    /// Its frame sizes.
     pub fn geometry(&self) -> FrameGeometry {
         self.geometry
     }

@@ -58,6 +58,7 @@ impl TchFbank {
         self
     }
 
+    /// The options the transform was planned for.
     pub fn options(&self) -> &FbankOptions {
         &self.opts
     }

@@ -38,8 +38,11 @@ pub struct PrepareConfig {
     pub downmix: Downmix,
     /// Drop unvoiced frames (energy VAD) before caching.
     pub vad: bool,
+    /// Energy VAD options (used when `vad` is on).
     pub vad_options: VadOptions,
+    /// Filterbank options (`sample_rate` follows the cache's).
     pub fbank: FbankOptions,
+    /// Storage type of the fbank cache.
     pub fbank_dtype: FbankDtype,
     /// Utterances per resumable part.
     pub part_size: usize,
@@ -71,40 +74,55 @@ impl PrepareConfig {
 /// What to prepare and where.
 #[derive(Debug, Clone)]
 pub struct PrepareRequest {
+    /// utterances.parquet to read.
     pub manifest: PathBuf,
+    /// Audio cache to write.
     pub audio_out: Option<PathBuf>,
+    /// Fbank cache to write.
     pub fbank_out: Option<PathBuf>,
+    /// Which utterances this process does.
     pub shard: Shard,
     /// Worker threads (0: rayon's default, one per core).
     pub threads: usize,
+    /// Options (resolved before use).
     pub config: PrepareConfig,
 }
 
 /// Counts and timing of a run (the `--summary-json` content).
 #[derive(Debug, Clone, Serialize)]
 pub struct PrepareSummary {
+    /// The manifest read.
     pub manifest: PathBuf,
+    /// The shard done, `i/N`.
     pub shard: String,
+    /// Utterances of the shard.
     pub utterances: usize,
+    /// Utterances cached.
     pub written: usize,
+    /// Utterances rejected.
     pub rejected: usize,
     /// Parts found complete from an earlier, interrupted run.
     pub parts_resumed: usize,
+    /// Parts of the shard.
     pub parts: usize,
     /// Audio of the shard's utterances as the manifest gives it, in hours.
     pub input_hours: f64,
     /// Audio kept in the caches, in hours.
     pub kept_hours: f64,
+    /// Seconds the whole run took.
     pub wall_seconds: f64,
     /// Hours of audio decoded per minute of decoding, features and part writing in this run
     /// (resumed parts and the final merge excluded; `wall_seconds` has everything).
     pub hours_per_minute: f64,
+    /// The resolved options.
     pub config: PrepareConfig,
+    /// The rejected files and reasons (written to `--rejects`).
     #[serde(skip)]
     pub rejects: Vec<Reject>,
 }
 
 impl PrepareSummary {
+    /// Share of the shard's utterances rejected.
     pub fn reject_fraction(&self) -> f64 {
         self.rejected as f64 / self.utterances.max(1) as f64
     }

@@ -16,9 +16,13 @@ use crate::fbank::{Fbank, FbankOptions, FrameGeometry};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VadOptions {
+    /// Log-energy threshold added to the scaled mean (5.5).
     pub energy_threshold: f32,
+    /// Weight of the utterance's mean log energy in the threshold (0.5).
     pub energy_mean_scale: f32,
+    /// Frames on each side looked at (2).
     pub frames_context: usize,
+    /// Share of the frames in context that must be above the threshold (0.12).
     pub proportion_threshold: f32,
 }
 
