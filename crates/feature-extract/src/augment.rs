@@ -27,12 +27,16 @@ use crate::error::{Error, Result};
 pub struct NoiseCategory {
     /// `group` of the noise cache entries (the MUSAN manifest's `split`).
     pub group: String,
+    /// Relative frequency of this category among noise draws.
     pub weight: f64,
+    /// Lowest SNR drawn (dB).
     pub min_snr_db: f64,
+    /// Highest SNR drawn (dB).
     pub max_snr_db: f64,
     /// Files summed into one noise (babble: 3 to 7).
     #[serde(default = "one")]
     pub min_sources: usize,
+    /// Most files summed into one noise.
     #[serde(default = "one")]
     pub max_sources: usize,
 }
@@ -45,7 +49,9 @@ fn one() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RirCategory {
+    /// `group` of the RIR cache entries (the RIR manifest's `split`).
     pub group: String,
+    /// Relative frequency of this category among RIR draws.
     pub weight: f64,
 }
 
@@ -53,9 +59,13 @@ pub struct RirCategory {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AugmentConfig {
+    /// Probability of additive noise.
     pub noise_prob: f64,
+    /// Noise categories drawn by weight.
     pub noise: Vec<NoiseCategory>,
+    /// Probability of reverberation (applied before the noise).
     pub rir_prob: f64,
+    /// RIR categories drawn by weight.
     pub rir: Vec<RirCategory>,
 }
 
@@ -196,6 +206,7 @@ impl Augmenter {
         })
     }
 
+    /// The options in force.
     pub fn config(&self) -> &AugmentConfig {
         &self.config
     }

@@ -41,6 +41,7 @@ pub enum CacheKind {
 }
 
 impl CacheKind {
+    /// The `schema` attribute of this kind of cache.
     pub fn schema(self) -> &'static str {
         match self {
             CacheKind::Audio => "audio-cache/1",
@@ -66,16 +67,21 @@ impl CacheKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FbankDtype {
+    /// 32-bit floats.
     #[default]
     F32,
+    /// 16-bit floats (half the size; ~3 significant digits).
     F16,
 }
 
 /// One utterance of a cache: rows `offset..offset + length` of `/data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheEntry {
+    /// Utterance id (unique in the cache).
     pub utt_id: String,
+    /// First row of the utterance in `/data`.
     pub offset: u64,
+    /// Rows (samples or frames) of the utterance.
     pub length: u64,
     /// The manifest's `split` (augmentation category for noise and RIR caches).
     pub group: String,
@@ -84,7 +90,9 @@ pub struct CacheEntry {
 /// An input that did not make it into a cache, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheReject {
+    /// The input file, as the manifest names it.
     pub path: String,
+    /// Why it was left out.
     pub reason: String,
 }
 
@@ -215,26 +223,32 @@ impl Packed {
 pub struct AudioCache(Packed);
 
 impl AudioCache {
+    /// Opens an audio cache, checking its schema and index.
     pub fn open(path: &Path) -> Result<Self> {
         Packed::open(path, Some(CacheKind::Audio)).map(AudioCache)
     }
 
+    /// The cache file.
     pub fn path(&self) -> &Path {
         &self.0.path
     }
 
+    /// Sample rate of the cached audio.
     pub fn sample_rate(&self) -> u32 {
         self.0.sample_rate
     }
 
+    /// Number of utterances.
     pub fn len(&self) -> usize {
         self.0.entries.len()
     }
 
+    /// Whether the cache holds no utterance.
     pub fn is_empty(&self) -> bool {
         self.0.entries.is_empty()
     }
 
+    /// The index, in storage order.
     pub fn entries(&self) -> &[CacheEntry] {
         &self.0.entries
     }
@@ -249,6 +263,7 @@ impl AudioCache {
         &self.0.config
     }
 
+    /// Inputs the producing run left out, with reasons.
     pub fn rejects(&self) -> &[CacheReject] {
         &self.0.rejects
     }
@@ -272,6 +287,7 @@ pub struct FbankCache {
 }
 
 impl FbankCache {
+    /// Opens an fbank cache, checking its schema, index and element type.
     pub fn open(path: &Path) -> Result<Self> {
         let packed = Packed::open(path, Some(CacheKind::Fbank))?;
         let dtype = match element_type(&packed.data, path)? {
@@ -287,10 +303,12 @@ impl FbankCache {
         Ok(FbankCache { packed, dtype })
     }
 
+    /// The cache file.
     pub fn path(&self) -> &Path {
         &self.packed.path
     }
 
+    /// Sample rate of the audio the features were computed from.
     pub fn sample_rate(&self) -> u32 {
         self.packed.sample_rate
     }
@@ -300,22 +318,27 @@ impl FbankCache {
         self.packed.cols
     }
 
+    /// Storage type of the values.
     pub fn dtype(&self) -> FbankDtype {
         self.dtype
     }
 
+    /// Number of utterances.
     pub fn len(&self) -> usize {
         self.packed.entries.len()
     }
 
+    /// Whether the cache holds no utterance.
     pub fn is_empty(&self) -> bool {
         self.packed.entries.is_empty()
     }
 
+    /// The index, in storage order.
     pub fn entries(&self) -> &[CacheEntry] {
         &self.packed.entries
     }
 
+    /// Index of an utterance.
     pub fn position(&self, utt_id: &str) -> Option<usize> {
         self.packed.positions.get(utt_id).copied()
     }
@@ -325,6 +348,7 @@ impl FbankCache {
         &self.packed.config
     }
 
+    /// Inputs the producing run left out, with reasons.
     pub fn rejects(&self) -> &[CacheReject] {
         &self.packed.rejects
     }
@@ -367,19 +391,17 @@ pub struct CacheWriter<T: H5Type> {
 }
 
 impl<T: H5Type> CacheWriter<T> {
-    /// Creates the file with an empty, resizable `/data` of `cols` columns.
-    pub fn create(path: &Path, kind: CacheKind, cols: usize) -> Result<Self> {
+    /// Creates the file with an empty, resizable `/data` of `cols` columns, compressed
+    /// (byte shuffle + deflate) or not (for intermediate files that are merged later).
+    pub fn create(path: &Path, kind: CacheKind, cols: usize, compress: bool) -> Result<Self> {
         let h5 = Error::hdf5(path);
         let file = hdf5::File::create(path).map_err(Error::hdf5(path))?;
         write_string_attr(&file, "schema", kind.schema()).map_err(Error::hdf5(path))?;
-        let data = file
-            .new_dataset::<T>()
-            .chunk((kind.chunk_rows(), cols))
-            .shuffle()
-            .deflate(1)
-            .shape((0.., cols))
-            .create("data")
-            .map_err(h5)?;
+        let mut builder = file.new_dataset::<T>().chunk((kind.chunk_rows(), cols));
+        if compress {
+            builder = builder.shuffle().deflate(1);
+        }
+        let data = builder.shape((0.., cols)).create("data").map_err(h5)?;
         Ok(CacheWriter {
             path: path.to_path_buf(),
             file,
@@ -526,7 +548,7 @@ fn merge_typed<T: H5Type + Clone>(inputs: &[PathBuf], output: &Path) -> Result<(
         }
     }
     stage_kit::write_atomically(output, |partial| {
-        let mut writer = CacheWriter::<T>::create(partial, head.kind, head.cols)?;
+        let mut writer = CacheWriter::<T>::create(partial, head.kind, head.cols, true)?;
         let mut rejects = Vec::new();
         for p in &parts {
             let base = writer.rows;
@@ -555,7 +577,7 @@ mod tests {
     use ndarray::Array2;
 
     fn write_audio(path: &Path, utts: &[(&str, Vec<i16>)], config: &str) {
-        let mut w = CacheWriter::<i16>::create(path, CacheKind::Audio, 1).unwrap();
+        let mut w = CacheWriter::<i16>::create(path, CacheKind::Audio, 1, false).unwrap();
         for (id, x) in utts {
             let rows = Array2::from_shape_vec((x.len(), 1), x.clone()).unwrap();
             w.append(id, "train", rows.view()).unwrap();
@@ -603,7 +625,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.h5");
         let feats = Array2::from_shape_fn((30, 4), |(t, b)| t as f32 * 0.5 + b as f32);
-        let mut w = CacheWriter::<f16>::create(&path, CacheKind::Fbank, 4).unwrap();
+        let mut w = CacheWriter::<f16>::create(&path, CacheKind::Fbank, 4, true).unwrap();
         w.append("u", "train", feats.mapv(f16::from_f32).view())
             .unwrap();
         w.finish(16000, "{}", &[]).unwrap();

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
+use serde::{Deserialize, Serialize};
 use symphonia::core::codecs::audio::AudioDecoderOptions;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, TrackType};
@@ -26,35 +27,61 @@ const INT16_SCALE: f32 = 32768.0;
 /// Mono audio at its sample rate, in the int16 range.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Audio {
+    /// Mono samples in the int16 range.
     pub samples: Vec<f32>,
+    /// Samples per second.
     pub sample_rate: u32,
 }
 
 impl Audio {
+    /// Length in seconds.
     pub fn duration_seconds(&self) -> f64 {
         self.samples.len() as f64 / f64::from(self.sample_rate.max(1))
     }
 }
 
+/// How several channels become one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Downmix {
+    /// The mean of all channels (speech recorded in stereo).
+    #[default]
+    Mean,
+    /// The first channel only, as Kaldi's recipes take multi-microphone RIRs (averaging
+    /// microphones would smear the direct path).
+    First,
+}
+
 /// Decodes `path` to mono at `target_rate` (int16 range), resampling when the file's rate
-/// differs.
+/// differs. Channels are averaged.
 pub fn load_mono(path: &Path, target_rate: u32) -> Result<Vec<f32>> {
-    let audio = decode_mono(path)?;
+    load(path, target_rate, Downmix::Mean)
+}
+
+/// [`load_mono`] with the channel handling chosen.
+pub fn load(path: &Path, target_rate: u32, downmix: Downmix) -> Result<Vec<f32>> {
+    let audio = decode(path, downmix)?;
     resample(&audio.samples, audio.sample_rate, target_rate)
-        .map_err(|message| Error::invalid(path, message))
 }
 
 /// Decodes `path` to mono at its own sample rate (int16 range). Channels are averaged.
 pub fn decode_mono(path: &Path) -> Result<Audio> {
+    decode(path, Downmix::Mean)
+}
+
+/// Decodes `path` to one channel at its own sample rate (int16 range).
+pub fn decode(path: &Path, downmix: Downmix) -> Result<Audio> {
     let (interleaved, channels, sample_rate) = decode_interleaved(path)?;
-    let samples = if channels == 1 {
-        interleaved
-    } else {
-        let scale = 1.0 / channels as f32;
-        interleaved
-            .chunks_exact(channels)
-            .map(|frame| frame.iter().sum::<f32>() * scale)
-            .collect()
+    let samples = match (channels, downmix) {
+        (1, _) => interleaved,
+        (_, Downmix::First) => interleaved.iter().step_by(channels).copied().collect(),
+        (_, Downmix::Mean) => {
+            let scale = 1.0 / channels as f32;
+            interleaved
+                .chunks_exact(channels)
+                .map(|frame| frame.iter().sum::<f32>() * scale)
+                .collect()
+        }
     };
     Ok(Audio {
         samples,
@@ -143,23 +170,53 @@ pub fn decode_interleaved(path: &Path) -> Result<(Vec<f32>, usize, u32)> {
 
 /// Resamples mono audio from `from` Hz to `to` Hz with rubato's FFT resampler (its delay
 /// trimmed, so the output is time-aligned); the output has `ceil(len * to / from)` samples.
-pub fn resample(samples: &[f32], from: u32, to: u32) -> std::result::Result<Vec<f32>, String> {
+pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
     if from == to || samples.is_empty() {
         return Ok(samples.to_vec());
     }
+    let fail = |e: String| Error::Options(format!("resampling {from} Hz to {to} Hz: {e}"));
     let mut resampler = Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Input)
-        .map_err(|e| format!("cannot resample {from} Hz to {to} Hz: {e}"))?;
-    let input = InterleavedSlice::new(samples, 1, samples.len())
-        .map_err(|e| format!("resampler input: {e}"))?;
+        .map_err(|e| fail(e.to_string()))?;
+    let input =
+        InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| fail(e.to_string()))?;
     let output = resampler
         .process_all(&input, samples.len(), None)
-        .map_err(|e| format!("resampling {from} Hz to {to} Hz: {e}"))?;
+        .map_err(|e| fail(e.to_string()))?;
     Ok(output.take_data())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn downmix_averages_or_takes_the_first_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stereo.wav");
+        // A 16-bit stereo WAV: left 1000, right -200.
+        let frames = 100u32;
+        let mut wav = Vec::new();
+        wav.extend_from_slice(b"RIFF");
+        wav.extend_from_slice(&(36 + frames * 4).to_le_bytes());
+        wav.extend_from_slice(b"WAVEfmt ");
+        for v in [16u32, 0x0002_0001, 8000, 32000] {
+            wav.extend_from_slice(&v.to_le_bytes());
+        }
+        wav.extend_from_slice(&0x0010_0004u32.to_le_bytes());
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&(frames * 4).to_le_bytes());
+        for _ in 0..frames {
+            wav.extend_from_slice(&1000i16.to_le_bytes());
+            wav.extend_from_slice(&(-200i16).to_le_bytes());
+        }
+        std::fs::write(&path, wav).unwrap();
+        assert_eq!(
+            decode(&path, Downmix::Mean).unwrap().samples,
+            vec![400.0; 100]
+        );
+        let first = decode(&path, Downmix::First).unwrap();
+        assert_eq!((first.samples[7], first.sample_rate), (1000.0, 8000));
+    }
 
     #[test]
     fn resampling_keeps_a_tone_and_its_timing() {

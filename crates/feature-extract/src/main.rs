@@ -57,7 +57,8 @@ enum Command {
         /// Write the rejected files and reasons here (Parquet).
         #[arg(long)]
         rejects: Option<PathBuf>,
-        /// TOML config: sample_rate, vad, part_size, fbank_dtype, [fbank], [vad_options].
+        /// TOML config: sample_rate, downmix, vad, part_size, fbank_dtype, [fbank],
+        /// [vad_options].
         #[arg(long)]
         config: Option<PathBuf>,
         /// Write counts, throughput and the resolved config here (JSON).

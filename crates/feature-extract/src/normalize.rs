@@ -17,7 +17,9 @@ use tch::{Kind, Tensor};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StmnOptions {
+    /// Frames before the current one in the window.
     pub left_context: usize,
+    /// Frames after the current one in the window.
     pub right_context: usize,
 }
 

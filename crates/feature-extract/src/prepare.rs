@@ -16,13 +16,14 @@ use half::f16;
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use stage_kit::Shard;
 use stage_kit::progress::Progress;
 
 use data_manifest::{Reject, RejectList, Utterance, UtteranceManifest};
 
 use crate::cache::{self, CacheKind, CacheReject, CacheWriter, FbankDtype};
-use crate::decode;
+use crate::decode::{self, Downmix};
 use crate::error::{Error, Result};
 use crate::fbank::{Fbank, FbankOptions};
 use crate::vad::{self, VadOptions};
@@ -33,10 +34,15 @@ use crate::vad::{self, VadOptions};
 pub struct PrepareConfig {
     /// Sample rate of the audio cache and of the fbank (which follows it).
     pub sample_rate: u32,
+    /// How multi-channel files become mono (`first` for multi-microphone RIR sets).
+    pub downmix: Downmix,
     /// Drop unvoiced frames (energy VAD) before caching.
     pub vad: bool,
+    /// Energy VAD options (used when `vad` is on).
     pub vad_options: VadOptions,
+    /// Filterbank options (`sample_rate` follows the cache's).
     pub fbank: FbankOptions,
+    /// Storage type of the fbank cache.
     pub fbank_dtype: FbankDtype,
     /// Utterances per resumable part.
     pub part_size: usize,
@@ -46,6 +52,7 @@ impl Default for PrepareConfig {
     fn default() -> Self {
         PrepareConfig {
             sample_rate: 16000,
+            downmix: Downmix::Mean,
             vad: false,
             vad_options: VadOptions::default(),
             fbank: FbankOptions::default(),
@@ -67,39 +74,55 @@ impl PrepareConfig {
 /// What to prepare and where.
 #[derive(Debug, Clone)]
 pub struct PrepareRequest {
+    /// utterances.parquet to read.
     pub manifest: PathBuf,
+    /// Audio cache to write.
     pub audio_out: Option<PathBuf>,
+    /// Fbank cache to write.
     pub fbank_out: Option<PathBuf>,
+    /// Which utterances this process does.
     pub shard: Shard,
     /// Worker threads (0: rayon's default, one per core).
     pub threads: usize,
+    /// Options (resolved before use).
     pub config: PrepareConfig,
 }
 
 /// Counts and timing of a run (the `--summary-json` content).
 #[derive(Debug, Clone, Serialize)]
 pub struct PrepareSummary {
+    /// The manifest read.
     pub manifest: PathBuf,
+    /// The shard done, `i/N`.
     pub shard: String,
+    /// Utterances of the shard.
     pub utterances: usize,
+    /// Utterances cached.
     pub written: usize,
+    /// Utterances rejected.
     pub rejected: usize,
     /// Parts found complete from an earlier, interrupted run.
     pub parts_resumed: usize,
+    /// Parts of the shard.
     pub parts: usize,
     /// Audio of the shard's utterances as the manifest gives it, in hours.
     pub input_hours: f64,
     /// Audio kept in the caches, in hours.
     pub kept_hours: f64,
+    /// Seconds the whole run took.
     pub wall_seconds: f64,
-    /// Hours of input audio per minute of this run (resumed parts excluded).
+    /// Hours of audio decoded per minute of decoding, features and part writing in this run
+    /// (resumed parts and the final merge excluded; `wall_seconds` has everything).
     pub hours_per_minute: f64,
+    /// The resolved options.
     pub config: PrepareConfig,
+    /// The rejected files and reasons (written to `--rejects`).
     #[serde(skip)]
     pub rejects: Vec<Reject>,
 }
 
 impl PrepareSummary {
+    /// Share of the shard's utterances rejected.
     pub fn reject_fraction(&self) -> f64 {
         self.rejected as f64 / self.utterances.max(1) as f64
     }
@@ -135,9 +158,8 @@ pub fn prepare(req: &PrepareRequest) -> Result<PrepareSummary> {
             "prepare needs --audio-out and/or --fbank-out",
         ));
     };
-    let fbank = Fbank::new(&config.fbank).map_err(|m| Error::invalid(&req.manifest, m))?;
-    let manifest = UtteranceManifest::read(&req.manifest)
-        .map_err(|e| Error::invalid(&req.manifest, e.to_string()))?;
+    let fbank = Fbank::new(&config.fbank)?;
+    let manifest = UtteranceManifest::read(&req.manifest)?;
     let owned: Vec<&Utterance> = manifest
         .utterances
         .iter()
@@ -245,6 +267,11 @@ pub fn prepare(req: &PrepareRequest) -> Result<PrepareSummary> {
         summary.rejects = to_rejects(audio.rejects());
     } else if let Some(fbank_out) = &req.fbank_out {
         let fb = cache::FbankCache::open(fbank_out)?;
+        // Without the audio, frames times the shift.
+        let frames: u64 = fb.entries().iter().map(|e| e.length).sum();
+        summary.kept_hours = (frames * fbank.geometry().window_shift as u64) as f64
+            / f64::from(config.sample_rate)
+            / 3600.0;
         summary.written = fb.len();
         summary.rejects = to_rejects(fb.rejects());
     }
@@ -274,7 +301,7 @@ pub fn write_rejects(summary: &PrepareSummary, path: &Path) -> Result<()> {
         rejects: summary.rejects.clone(),
     }
     .write(path)
-    .map_err(|e| Error::invalid(path, e.to_string()))
+    .map_err(Error::from)
 }
 
 impl Processed {
@@ -303,7 +330,7 @@ fn process(
         input_samples,
     };
     let path = manifest.audio_path(u);
-    let samples = match decode::load_mono(&path, config.sample_rate) {
+    let samples = match decode::load(&path, config.sample_rate, config.downmix) {
         Ok(s) => s,
         Err(e) => return reject(e.to_string(), 0),
     };
@@ -313,7 +340,10 @@ fn process(
         .map(|&s| s.round().clamp(-32768.0, 32767.0))
         .collect();
     if config.vad {
-        let decisions = vad::frame_decisions(&audio, &config.fbank, &config.vad_options);
+        let decisions = match vad::frame_decisions(&audio, &config.fbank, &config.vad_options) {
+            Ok(d) => d,
+            Err(e) => return reject(e.to_string(), input_samples),
+        };
         audio = vad::trim(&audio, &decisions, &fbank.geometry());
         if audio.is_empty() {
             return reject("no voiced frames (energy VAD)".into(), input_samples);
@@ -348,11 +378,19 @@ fn parts_dir(first_output: &Path) -> PathBuf {
     first_output.with_file_name(format!("{name}.parts"))
 }
 
-/// The parts folder remembers what it was started for; resuming with another manifest, shard
-/// or config would mix incompatible parts.
+/// The parts folder remembers what it was started for (manifest content, shard, config);
+/// resuming with anything else would mix incompatible parts.
 fn check_or_start_parts(dir: &Path, manifest: &Path, shard: Shard, config: &str) -> Result<()> {
+    let bytes = std::fs::read(manifest).map_err(|source| Error::Io {
+        path: manifest.to_path_buf(),
+        source,
+    })?;
+    let digest: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let stamp = serde_json::json!({
-        "manifest": manifest,
+        "manifest_sha256": digest,
         "shard": shard.to_string(),
         "config": config,
     })
@@ -427,12 +465,12 @@ impl PartFiles {
         });
         if let Some(path) = &self.audio {
             stage_kit::write_atomically(path, |partial| {
-                let mut w = CacheWriter::<i16>::create(partial, CacheKind::Audio, 1)?;
+                let mut w = CacheWriter::<i16>::create(partial, CacheKind::Audio, 1, false)?;
                 for (id, group, audio, _) in kept.clone() {
                     let rows = ArrayView2::from_shape((audio.len(), 1), audio).expect("one column");
                     w.append(id, group, rows)?;
                 }
-                w.finish(config.sample_rate, &json, &rejects)
+                w.finish(config.sample_rate, json, &rejects)
             })?;
         }
         if let Some(path) = &self.fbank {
@@ -440,19 +478,21 @@ impl PartFiles {
                 let dim = config.fbank.num_mel_bins + usize::from(config.fbank.use_energy);
                 match config.fbank_dtype {
                     FbankDtype::F32 => {
-                        let mut w = CacheWriter::<f32>::create(partial, CacheKind::Fbank, dim)?;
+                        let mut w =
+                            CacheWriter::<f32>::create(partial, CacheKind::Fbank, dim, false)?;
                         for (id, group, _, feats) in kept.clone() {
                             w.append(id, group, feats.as_ref().expect("computed").view())?;
                         }
-                        w.finish(config.sample_rate, &json, &rejects)
+                        w.finish(config.sample_rate, json, &rejects)
                     }
                     FbankDtype::F16 => {
-                        let mut w = CacheWriter::<f16>::create(partial, CacheKind::Fbank, dim)?;
+                        let mut w =
+                            CacheWriter::<f16>::create(partial, CacheKind::Fbank, dim, false)?;
                         for (id, group, _, feats) in kept.clone() {
                             let half = feats.as_ref().expect("computed").mapv(f16::from_f32);
                             w.append(id, group, half.view())?;
                         }
-                        w.finish(config.sample_rate, &json, &rejects)
+                        w.finish(config.sample_rate, json, &rejects)
                     }
                 }
             })?;
@@ -464,15 +504,17 @@ impl PartFiles {
 /// An output with no utterances (every part empty), still a valid cache.
 fn write_empty(out: &Path, kind: CacheKind, config: &PrepareConfig, json: &str) -> Result<()> {
     stage_kit::write_atomically(out, |partial| match kind {
-        CacheKind::Audio => {
-            CacheWriter::<i16>::create(partial, kind, 1)?.finish(config.sample_rate, json, &[])
-        }
+        CacheKind::Audio => CacheWriter::<i16>::create(partial, kind, 1, true)?.finish(
+            config.sample_rate,
+            json,
+            &[],
+        ),
         CacheKind::Fbank => {
             let dim = config.fbank.num_mel_bins + usize::from(config.fbank.use_energy);
             match config.fbank_dtype {
-                FbankDtype::F32 => CacheWriter::<f32>::create(partial, kind, dim)?,
+                FbankDtype::F32 => CacheWriter::<f32>::create(partial, kind, dim, true)?,
                 FbankDtype::F16 => {
-                    return CacheWriter::<f16>::create(partial, kind, dim)?.finish(
+                    return CacheWriter::<f16>::create(partial, kind, dim, true)?.finish(
                         config.sample_rate,
                         json,
                         &[],

@@ -9,15 +9,20 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Result;
 use crate::fbank::{Fbank, FbankOptions, FrameGeometry};
 
 /// Kaldi's `compute-vad` options, with the defaults of the VoxCeleb recipes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VadOptions {
+    /// Log-energy threshold added to the scaled mean (5.5).
     pub energy_threshold: f32,
+    /// Weight of the utterance's mean log energy in the threshold (0.5).
     pub energy_mean_scale: f32,
+    /// Frames on each side looked at (2).
     pub frames_context: usize,
+    /// Share of the frames in context that must be above the threshold (0.12).
     pub proportion_threshold: f32,
 }
 
@@ -52,13 +57,17 @@ pub fn decide(log_energy: &[f32], opts: &VadOptions) -> Vec<bool> {
 }
 
 /// Frame decisions for audio (int16 range) framed as `fbank` frames it.
-pub fn frame_decisions(samples: &[f32], fbank: &FbankOptions, opts: &VadOptions) -> Vec<bool> {
+pub fn frame_decisions(
+    samples: &[f32],
+    fbank: &FbankOptions,
+    opts: &VadOptions,
+) -> Result<Vec<bool>> {
     let energy_opts = FbankOptions {
         energy_floor: 0.0,
         ..fbank.clone()
     };
-    let plan = Fbank::new(&energy_opts).expect("options validated by the caller's Fbank");
-    decide(&plan.log_energy(samples), opts)
+    let plan = Fbank::new(&energy_opts)?;
+    Ok(decide(&plan.log_energy(samples), opts))
 }
 
 /// The samples of voiced frames: sample `n` belongs to frame `n / shift` (the last frame keeps

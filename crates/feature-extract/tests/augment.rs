@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use feature_extract::augment::{AugmentConfig, Augmenter, NoiseCategory, RirCategory};
 use feature_extract::cache::AudioCache;
+use feature_extract::decode::Downmix;
 use feature_extract::prepare::{PrepareConfig, PrepareRequest, prepare};
 use stage_kit::Shard;
 
@@ -44,7 +45,15 @@ fn caches(dir: &Path) -> (PathBuf, PathBuf) {
             fbank_out: None,
             shard: Shard::WHOLE,
             threads: 2,
-            config: PrepareConfig::default(),
+            // Kaldi takes the first microphone of multi-channel RIRs.
+            config: PrepareConfig {
+                downmix: if name == "rir" {
+                    Downmix::First
+                } else {
+                    Downmix::Mean
+                },
+                ..PrepareConfig::default()
+            },
         })
         .unwrap();
         out.push(cache);

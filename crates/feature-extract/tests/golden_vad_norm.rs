@@ -81,7 +81,7 @@ fn vad_follows_kaldi_compute_vad_on_fixture_speech() {
     let fbank_opts = FbankOptions::default();
     let (mut frames, mut voiced, mut trimmed) = (0usize, 0usize, 0usize);
     for (x, r) in audio.iter().zip(&reference) {
-        let ours = vad::frame_decisions(x, &fbank_opts, &vad::VadOptions::default());
+        let ours = vad::frame_decisions(x, &fbank_opts, &vad::VadOptions::default()).unwrap();
         let want: Vec<bool> = r["voiced"]
             .as_array()
             .unwrap()
