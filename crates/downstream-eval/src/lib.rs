@@ -1,0 +1,12 @@
+//! Downstream evaluation of frozen utterance embeddings: speaker verification (cosine
+//! scoring, AS-norm, EER / minDCF, DET curves) and emotion recognition (classifiers on
+//! standardised embeddings with speaker-independent folds), each ending in a report.
+
+pub mod error;
+pub mod inputs;
+pub mod plot;
+pub mod report;
+pub mod sv;
+
+pub use error::{EvalError, Result};
+pub use inputs::EmbeddingFile;
