@@ -2,6 +2,7 @@
 //! scoring, AS-norm, EER / minDCF, DET curves) and emotion recognition (classifiers on
 //! standardised embeddings with speaker-independent folds), each ending in a report.
 
+pub mod emotion;
 pub mod error;
 pub mod inputs;
 pub mod plot;

@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use downstream_eval::emotion::classifier::ClassifierKind;
+use downstream_eval::emotion::folds::FoldSource;
+use downstream_eval::emotion::{self, EmotionConfig, EmotionInputs};
 use downstream_eval::sv::{self, SvConfig, SvInputs};
 use serde::de::DeserializeOwned;
 
@@ -51,6 +54,32 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Emotion classifier on frozen embeddings, evaluated on speaker-independent folds.
+    Emotion {
+        /// embeddings.h5 with every labelled utterance of the manifest.
+        #[arg(long)]
+        embeddings: PathBuf,
+        /// utterances.parquet with `emotion` labels and a `fold` or `split` column.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Output folder (predictions.csv, confusion.svg/png, report.json, report.md).
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Outer folds: leave-one-out over the `fold` column, or the official `split`
+        /// (train / development / test) [default: fold].
+        #[arg(long, value_enum)]
+        folds: Option<FoldSource>,
+        /// Classifier [default: logistic].
+        #[arg(long, value_enum)]
+        classifier: Option<ClassifierKind>,
+        /// Seed of every random stream (inner splits, MLP) [default: 0].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// TOML file with EmotionConfig keys (folds, classifier, class_weight,
+        /// selection_metric, inner_folds, seed, [logistic], [mlp]); flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,6 +108,25 @@ fn main() -> anyhow::Result<()> {
                 cohort_embeddings,
             };
             sv::run(&inputs, &config, &out_dir)?;
+        }
+        Command::Emotion {
+            embeddings,
+            manifest,
+            out_dir,
+            folds,
+            classifier,
+            seed,
+            config,
+        } => {
+            let mut config: EmotionConfig = read_config(config.as_deref())?;
+            config.folds = folds.unwrap_or(config.folds);
+            config.classifier = classifier.unwrap_or(config.classifier);
+            config.seed = seed.unwrap_or(config.seed);
+            let inputs = EmotionInputs {
+                embeddings,
+                manifest,
+            };
+            emotion::run(&inputs, &config, &out_dir)?;
         }
     }
     Ok(())
