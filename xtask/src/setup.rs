@@ -33,6 +33,7 @@ pub const PYTHON_REQUIREMENTS: &[&str] = &[
     "pyarrow==26.0.1",
     "h5py==3.16.0",
     "faiss-cpu==1.15.1",
+    "av==18.1.0",
 ];
 
 /// Debian packages needed to build the workspace: HDF5 (through pkg-config) and a C++
