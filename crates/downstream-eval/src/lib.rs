@@ -1,7 +1,9 @@
 //! Downstream evaluation of frozen utterance embeddings: speaker verification (cosine
 //! scoring, AS-norm, EER / minDCF, DET curves) and emotion recognition (classifiers on
-//! standardised embeddings with speaker-independent folds), each ending in a report.
+//! standardised embeddings with speaker-independent folds), each ending in a report; and
+//! baseline embeddings without learning (fbank statistics) to compare against.
 
+pub mod baseline;
 pub mod emotion;
 pub mod error;
 pub mod inputs;

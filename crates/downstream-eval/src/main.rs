@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, bail};
+use clap::{ArgGroup, Parser, Subcommand};
+use downstream_eval::baseline::{self, BaselineConfig, FeatureSource};
 use downstream_eval::emotion::classifier::ClassifierKind;
 use downstream_eval::emotion::folds::FoldSource;
 use downstream_eval::emotion::{self, EmotionConfig, EmotionInputs};
@@ -80,6 +81,34 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Baseline embeddings without learning: per-bin mean and std of fbank frames.
+    #[command(group(ArgGroup::new("source").required(true).args(["fbank_cache", "audio_cache", "decode"])))]
+    Baseline {
+        /// utterances.parquet: every utterance gets an embedding (or a reject).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Take the features from this fbank cache (feature-extract prepare).
+        #[arg(long)]
+        fbank_cache: Option<PathBuf>,
+        /// Compute the fbank from this audio cache (feature-extract prepare).
+        #[arg(long)]
+        audio_cache: Option<PathBuf>,
+        /// Decode the manifest's audio files and compute the fbank.
+        #[arg(long)]
+        decode: bool,
+        /// The embeddings file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Write rejected utterances and reasons here (Parquet).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+        /// Fail when more than this share of the utterances is rejected [default: 0.01].
+        #[arg(long)]
+        max_reject_fraction: Option<f64>,
+        /// TOML file with BaselineConfig keys (sample_rate, max_reject_fraction, [fbank]).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -127,6 +156,47 @@ fn main() -> anyhow::Result<()> {
                 manifest,
             };
             emotion::run(&inputs, &config, &out_dir)?;
+        }
+        Command::Baseline {
+            manifest,
+            fbank_cache,
+            audio_cache,
+            decode: _,
+            out,
+            rejects,
+            max_reject_fraction,
+            config,
+        } => {
+            let mut config: BaselineConfig = read_config(config.as_deref())?;
+            config.max_reject_fraction = max_reject_fraction.unwrap_or(config.max_reject_fraction);
+            let source = match (fbank_cache, audio_cache) {
+                (Some(path), _) => FeatureSource::FbankCache(path),
+                (None, Some(path)) => FeatureSource::AudioCache(path),
+                (None, None) => FeatureSource::Decode,
+            };
+            let summary = baseline::run(&manifest, &source, &config, &out)?;
+            for r in summary.rejects.iter().take(20) {
+                tracing::warn!("rejected {}: {}", r.path, r.reason);
+            }
+            if let Some(path) = &rejects {
+                summary.write_rejects(path)?;
+            }
+            tracing::info!(
+                "{} baseline embeddings of dimension {} written to {}, {} rejected",
+                summary.written,
+                summary.dim,
+                out.display(),
+                summary.rejects.len()
+            );
+            if summary.reject_fraction() > config.max_reject_fraction {
+                bail!(
+                    "{} of {} utterances rejected ({:.1} %), above the maximum share {}",
+                    summary.rejects.len(),
+                    summary.rejects.len() + summary.written,
+                    100.0 * summary.reject_fraction(),
+                    config.max_reject_fraction
+                );
+            }
         }
     }
     Ok(())

@@ -22,9 +22,10 @@ pub struct ConfusionPlot<'a> {
     pub title: String,
 }
 
-/// White to dark blue.
+/// White to dark blue; the square root spreads out the small shares off the diagonal.
 fn shade(fraction: f64) -> RGBColor {
-    let mix = |a: f64, b: f64| (a + (b - a) * fraction.clamp(0.0, 1.0)).round() as u8;
+    let t = fraction.clamp(0.0, 1.0).sqrt();
+    let mix = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
     RGBColor(mix(255.0, 8.0), mix(255.0, 48.0), mix(255.0, 107.0))
 }
 
@@ -64,7 +65,7 @@ impl Figure for ConfusionPlot<'_> {
                     [(x, y), (x + cell, y + cell)],
                     BLACK.mix(0.2),
                 ))?;
-                let ink = if fraction > 0.5 { WHITE } else { BLACK };
+                let ink = if fraction > 0.3 { WHITE } else { BLACK };
                 let centre = (x + cell / 2, y + cell / 2);
                 root.draw(&Text::new(
                     count.to_string(),
