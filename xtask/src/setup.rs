@@ -33,6 +33,7 @@ pub const PYTHON_REQUIREMENTS: &[&str] = &[
     "pyarrow==26.0.1",
     "h5py==3.16.0",
     "faiss-cpu==1.15.1",
+    // FFmpeg's libraries (PyAV): the reference decoder and the AAC/M4A encoder of golden tests.
     "av==18.1.0",
 ];
 

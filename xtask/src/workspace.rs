@@ -12,7 +12,11 @@ pub fn root() -> PathBuf {
 }
 
 /// Folder where `cargo xtask setup` keeps what it provisions (ignored by git, removed by
-/// `cargo clean`, rebuilt by the next setup).
+/// `cargo clean`, rebuilt by the next setup). Symbolic links are resolved, so that checkouts
+/// sharing one `target` folder record the same paths (and libtorch is not rebuilt).
 pub fn setup_dir() -> PathBuf {
-    root().join("target").join("setup")
+    let target = root().join("target");
+    std::fs::canonicalize(&target)
+        .unwrap_or(target)
+        .join("setup")
 }

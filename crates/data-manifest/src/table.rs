@@ -100,6 +100,38 @@ pub struct Table {
 
 /// Reads a table, checking that it is of `kind` with a version this build understands.
 pub fn read(path: &Path, kind: TableKind) -> Result<Table> {
+    let parquet_err = |source| ManifestError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let (builder, metadata) = open_checked(path, kind)?;
+    let reader = builder.build().map_err(parquet_err)?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|source| ManifestError::Arrow {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(Table {
+        path: path.to_path_buf(),
+        metadata,
+        batches,
+    })
+}
+
+/// The key-value metadata of a table of `kind`, read from the file footer alone.
+pub fn read_metadata(path: &Path, kind: TableKind) -> Result<HashMap<String, String>> {
+    open_checked(path, kind).map(|(_, metadata)| metadata)
+}
+
+/// Opens a table and checks its kind and version.
+fn open_checked(
+    path: &Path,
+    kind: TableKind,
+) -> Result<(
+    ParquetRecordBatchReaderBuilder<File>,
+    HashMap<String, String>,
+)> {
     let file = File::open(path).map_err(|source| ManifestError::Io {
         path: path.to_path_buf(),
         source,
@@ -140,18 +172,7 @@ pub fn read(path: &Path, kind: TableKind) -> Result<Table> {
             ),
         ));
     }
-    let reader = builder.build().map_err(parquet_err)?;
-    let batches = reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|source| ManifestError::Arrow {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    Ok(Table {
-        path: path.to_path_buf(),
-        metadata,
-        batches,
-    })
+    Ok((builder, metadata))
 }
 
 impl Table {

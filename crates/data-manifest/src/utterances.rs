@@ -19,6 +19,14 @@ pub const KIND: TableKind = TableKind {
 /// Metadata key of the corpus root (absolute path).
 pub const CORPUS_ROOT_KEY: &str = "speech_dino.corpus_root";
 
+/// Metadata key present when a manifest went through a filter that used speaker labels
+/// (its value says which): such a manifest must not feed self-supervised training.
+pub const LABEL_FILTERS_KEY: &str = "speech_dino.label_filters";
+
+/// Metadata a manifest carries besides its schema tag and corpus root (scanner, label
+/// filters, ...), kept by the utilities that rewrite a manifest.
+pub type ExtraMetadata = std::collections::BTreeMap<String, String>;
+
 /// One utterance. `speaker`, `session` and `emotion` are ground truth for evaluation and
 /// diagnostics only; self-supervised training never reads them.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +54,25 @@ pub struct Utterance {
 impl Utterance {
     pub fn duration_seconds(&self) -> f64 {
         self.num_samples as f64 / f64::from(self.sample_rate.max(1))
+    }
+
+    /// A 16 kHz mono `train` utterance of `seconds` for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: &str, speaker: Option<&str>, seconds: f64) -> Self {
+        Utterance {
+            utt_id: id.to_owned(),
+            path: format!("{id}.wav"),
+            corpus: "test".to_owned(),
+            speaker: speaker.map(str::to_owned),
+            session: None,
+            num_samples: (16000.0 * seconds) as u64,
+            sample_rate: 16000,
+            channels: 1,
+            codec: "pcm_s16le".to_owned(),
+            split: "train".to_owned(),
+            emotion: None,
+            fold: None,
+        }
     }
 }
 
@@ -94,6 +121,11 @@ impl UtteranceManifest {
 
     /// Writes the manifest atomically; duplicate ids are an error.
     pub fn write(&self, path: &Path) -> Result<()> {
+        self.write_with_metadata(path, &ExtraMetadata::new())
+    }
+
+    /// Writes the manifest atomically with `extra` key-value metadata.
+    pub fn write_with_metadata(&self, path: &Path, extra: &ExtraMetadata) -> Result<()> {
         self.check_unique_ids(path)?;
         let u = &self.utterances;
         let columns: Vec<(&str, ArrayRef)> = vec![
@@ -135,8 +167,21 @@ impl UtteranceManifest {
                 optional_strings(u.iter().map(|x| x.fold.as_deref())),
             ),
         ];
-        let root = self.corpus_root.display().to_string();
-        table::write(path, KIND, &[(CORPUS_ROOT_KEY, root)], columns)
+        let mut metadata: Vec<(&str, String)> = extra
+            .iter()
+            .filter(|(k, _)| k.as_str() != CORPUS_ROOT_KEY && k.as_str() != table::SCHEMA_KEY)
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        metadata.push((CORPUS_ROOT_KEY, self.corpus_root.display().to_string()));
+        table::write(path, KIND, &metadata, columns)
+    }
+
+    /// The extra metadata of the manifest at `path` (read from its footer alone).
+    pub fn read_metadata(path: &Path) -> Result<ExtraMetadata> {
+        Ok(table::read_metadata(path, KIND)?
+            .into_iter()
+            .filter(|(k, _)| k != CORPUS_ROOT_KEY && k != table::SCHEMA_KEY)
+            .collect())
     }
 
     /// Reads a manifest; duplicate ids are an error.

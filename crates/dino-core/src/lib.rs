@@ -1,4 +1,20 @@
 //! DINO for speech: encoders, the self-distillation head and loss, the multi-crop loader,
 //! the trainer, checkpoints and embedding extraction, on libtorch through tch.
 
+pub mod aam;
+pub mod checkpoint;
+pub mod crops;
+pub mod device;
+pub mod encoder;
+pub mod error;
+pub mod features;
+pub mod head;
+pub mod loss;
+pub mod model;
+pub mod monitor;
+pub mod optim;
+pub mod prefetch;
 pub mod runtime;
+pub mod schedule;
+
+pub use error::{Error, Result};

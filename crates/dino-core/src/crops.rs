@@ -1,0 +1,146 @@
+//! Multi-crop views of utterances from an audio cache: `global_crops` crops of
+//! `global_seconds` (the whole utterance, repeated to length, when it is shorter) and
+//! `local_crops` crops of `local_seconds`, each cut at a random place and augmented
+//! independently. Every random choice of an item comes from a stream keyed by the seed, the
+//! epoch and the item's position in that epoch, so a resumed run draws the same crops.
+
+use std::path::Path;
+
+use feature_extract::augment::Augmenter;
+use feature_extract::cache::AudioCache;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CropConfig {
+    /// Global views (the teacher sees these).
+    pub global_crops: usize,
+    pub global_seconds: f64,
+    /// Local views (student only).
+    pub local_crops: usize,
+    pub local_seconds: f64,
+}
+
+impl Default for CropConfig {
+    fn default() -> Self {
+        CropConfig {
+            global_crops: 2,
+            global_seconds: 4.0,
+            local_crops: 4,
+            local_seconds: 2.0,
+        }
+    }
+}
+
+/// Waveform crops (int16 scale) of one batch, view-major: crop `v * batch + i` is view `v`
+/// of item `i`, so that a batch of one view is a contiguous block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CropBatch {
+    pub batch: usize,
+    pub globals: Vec<f32>,
+    pub global_len: usize,
+    pub locals: Vec<f32>,
+    pub local_len: usize,
+}
+
+/// Cuts and augments crops.
+pub struct CropSampler {
+    cache: AudioCache,
+    augmenter: Option<Augmenter>,
+    config: CropConfig,
+    seed: u64,
+}
+
+impl CropSampler {
+    pub fn new(
+        cache: AudioCache,
+        augmenter: Option<Augmenter>,
+        config: CropConfig,
+        seed: u64,
+    ) -> Self {
+        CropSampler {
+            cache,
+            augmenter,
+            config,
+            seed,
+        }
+    }
+
+    pub fn cache(&self) -> &AudioCache {
+        &self.cache
+    }
+
+    /// Crop length in samples for a duration.
+    pub fn samples(&self, seconds: f64) -> usize {
+        (seconds * f64::from(self.cache.sample_rate())).round() as usize
+    }
+
+    /// The crops of the items `(position in the epoch, cache index)` of one batch.
+    pub fn batch(&self, epoch: usize, items: &[(usize, usize)]) -> Result<CropBatch> {
+        let (gl, ll) = (
+            self.samples(self.config.global_seconds),
+            self.samples(self.config.local_seconds),
+        );
+        let b = items.len();
+        let mut globals = vec![0.0; self.config.global_crops * b * gl];
+        let mut locals = vec![0.0; self.config.local_crops * b * ll];
+        for (i, &(position, index)) in items.iter().enumerate() {
+            let mut rng =
+                stage_kit::rng::stream(self.seed, &format!("crops/epoch{epoch}/item{position}"));
+            for v in 0..self.config.global_crops {
+                let slot = (v * b + i) * gl;
+                self.view(index, &mut globals[slot..slot + gl], &mut rng)?;
+            }
+            for v in 0..self.config.local_crops {
+                let slot = (v * b + i) * ll;
+                self.view(index, &mut locals[slot..slot + ll], &mut rng)?;
+            }
+        }
+        Ok(CropBatch {
+            batch: b,
+            globals,
+            global_len: gl,
+            locals,
+            local_len: ll,
+        })
+    }
+
+    /// Fills `out` with one augmented crop of cache entry `index`.
+    pub fn view(&self, index: usize, out: &mut [f32], rng: &mut ChaCha8Rng) -> Result<()> {
+        let len = out.len();
+        let available = self.cache.entries()[index].length as usize;
+        let samples = if available > len {
+            let start = rng.gen_range(0..=available - len);
+            self.cache.read(index, start, len)?
+        } else {
+            self.cache.read_all(index)?
+        };
+        if samples.is_empty() {
+            out.fill(0.0);
+        } else {
+            for (o, s) in out.iter_mut().zip(samples.iter().cycle()) {
+                *o = f32::from(*s);
+            }
+        }
+        if let Some(augmenter) = &self.augmenter {
+            augmenter.apply(out, rng)?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the augmenter when noise or RIR caches are given.
+pub fn open_augmenter(
+    noise: Option<&Path>,
+    rirs: Option<&Path>,
+    config: &feature_extract::augment::AugmentConfig,
+) -> Result<Option<Augmenter>> {
+    if noise.is_none() && rirs.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Augmenter::open(noise, rirs, config)?))
+}

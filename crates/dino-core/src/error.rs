@@ -1,0 +1,39 @@
+//! Errors of training, checkpointing and embedding extraction.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    File(#[from] stage_kit::FileError),
+    #[error("{}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{context}: {source}")]
+    Torch {
+        context: String,
+        source: tch::TchError,
+    },
+    #[error(transparent)]
+    Features(#[from] feature_extract::Error),
+    #[error(transparent)]
+    Manifest(#[from] data_manifest::ManifestError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub fn checkpoint(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Checkpoint {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Wraps a libtorch error with what was being done.
+    pub fn torch(context: impl Into<String>) -> impl FnOnce(tch::TchError) -> Self {
+        let context = context.into();
+        move |source| Error::Torch { context, source }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,111 @@
+//! Frame features of waveform batches on the training device: the Kaldi fbank of
+//! feature-extract (as tensor operations, so it runs on the GPU when the batch is there)
+//! followed by mean normalisation.
+
+use feature_extract::fbank::FbankOptions;
+use feature_extract::fbank_tch::TchFbank;
+use feature_extract::normalize::{StmnOptions, cmn_tch, stmn_tch};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Mean normalisation of the features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Normalization {
+    None,
+    /// Per-utterance (per-crop) mean subtraction.
+    Cmn,
+    /// hyperion's sliding-window short-time mean normalisation.
+    Stmn(StmnOptions),
+}
+
+/// Features as the encoder sees them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeatureConfig {
+    pub fbank: FbankOptions,
+    pub normalization: Normalization,
+}
+
+impl Default for FeatureConfig {
+    fn default() -> Self {
+        FeatureConfig {
+            fbank: FbankOptions::default(),
+            normalization: Normalization::Stmn(StmnOptions::default()),
+        }
+    }
+}
+
+/// The feature transform on one device.
+pub struct FeaturePipeline {
+    fbank: TchFbank,
+    normalization: Normalization,
+    device: Device,
+}
+
+impl FeaturePipeline {
+    pub fn new(config: &FeatureConfig, device: Device) -> Result<Self> {
+        let fbank = TchFbank::new(&config.fbank, device)
+            .map_err(|e| Error::Config(format!("fbank: {e}")))?;
+        Ok(FeaturePipeline {
+            fbank,
+            normalization: config.normalization.clone(),
+            device,
+        })
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.fbank.options().sample_rate
+    }
+
+    /// Normalised features `[B, frames, bins]` on the device of waveforms `[B, T]` (int16
+    /// scale) given as a flat host buffer.
+    pub fn forward(&self, waveforms: &[f32], batch: usize) -> Tensor {
+        let len = (waveforms.len() / batch.max(1)) as i64;
+        let x = Tensor::from_slice(waveforms)
+            .view([batch as i64, len])
+            .to_device(self.device);
+        let feats = self.fbank.forward(&x);
+        match &self.normalization {
+            Normalization::None => feats,
+            Normalization::Cmn => cmn_tch(&feats),
+            Normalization::Stmn(options) => stmn_tch(&feats, options),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalised_features_have_zero_mean_per_crop() {
+        let config = FeatureConfig {
+            normalization: Normalization::Cmn,
+            ..Default::default()
+        };
+        let pipeline = FeaturePipeline::new(&config, Device::Cpu).unwrap();
+        let wave: Vec<f32> = (0..2 * 8000)
+            .map(|i| 3000.0 * ((i as f32) * 0.05).sin() + (i % 7) as f32)
+            .collect();
+        let feats = pipeline.forward(&wave, 2);
+        assert_eq!(feats.size(), vec![2, 48, 80]);
+        let mean = feats
+            .mean_dim(1, false, tch::Kind::Float)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(mean < 1e-4, "{mean}");
+        let toml = "normalization = { type = \"stmn\", left_context = 10, right_context = 10 }";
+        let c: FeatureConfig = toml::from_str(toml).unwrap();
+        assert_eq!(
+            c.normalization,
+            Normalization::Stmn(StmnOptions {
+                left_context: 10,
+                right_context: 10
+            })
+        );
+    }
+}
