@@ -367,19 +367,17 @@ pub struct CacheWriter<T: H5Type> {
 }
 
 impl<T: H5Type> CacheWriter<T> {
-    /// Creates the file with an empty, resizable `/data` of `cols` columns.
-    pub fn create(path: &Path, kind: CacheKind, cols: usize) -> Result<Self> {
+    /// Creates the file with an empty, resizable `/data` of `cols` columns, compressed
+    /// (byte shuffle + deflate) or not (for intermediate files that are merged later).
+    pub fn create(path: &Path, kind: CacheKind, cols: usize, compress: bool) -> Result<Self> {
         let h5 = Error::hdf5(path);
         let file = hdf5::File::create(path).map_err(Error::hdf5(path))?;
         write_string_attr(&file, "schema", kind.schema()).map_err(Error::hdf5(path))?;
-        let data = file
-            .new_dataset::<T>()
-            .chunk((kind.chunk_rows(), cols))
-            .shuffle()
-            .deflate(1)
-            .shape((0.., cols))
-            .create("data")
-            .map_err(h5)?;
+        let mut builder = file.new_dataset::<T>().chunk((kind.chunk_rows(), cols));
+        if compress {
+            builder = builder.shuffle().deflate(1);
+        }
+        let data = builder.shape((0.., cols)).create("data").map_err(h5)?;
         Ok(CacheWriter {
             path: path.to_path_buf(),
             file,
@@ -526,7 +524,7 @@ fn merge_typed<T: H5Type + Clone>(inputs: &[PathBuf], output: &Path) -> Result<(
         }
     }
     stage_kit::write_atomically(output, |partial| {
-        let mut writer = CacheWriter::<T>::create(partial, head.kind, head.cols)?;
+        let mut writer = CacheWriter::<T>::create(partial, head.kind, head.cols, true)?;
         let mut rejects = Vec::new();
         for p in &parts {
             let base = writer.rows;
@@ -555,7 +553,7 @@ mod tests {
     use ndarray::Array2;
 
     fn write_audio(path: &Path, utts: &[(&str, Vec<i16>)], config: &str) {
-        let mut w = CacheWriter::<i16>::create(path, CacheKind::Audio, 1).unwrap();
+        let mut w = CacheWriter::<i16>::create(path, CacheKind::Audio, 1, false).unwrap();
         for (id, x) in utts {
             let rows = Array2::from_shape_vec((x.len(), 1), x.clone()).unwrap();
             w.append(id, "train", rows.view()).unwrap();
@@ -603,7 +601,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.h5");
         let feats = Array2::from_shape_fn((30, 4), |(t, b)| t as f32 * 0.5 + b as f32);
-        let mut w = CacheWriter::<f16>::create(&path, CacheKind::Fbank, 4).unwrap();
+        let mut w = CacheWriter::<f16>::create(&path, CacheKind::Fbank, 4, true).unwrap();
         w.append("u", "train", feats.mapv(f16::from_f32).view())
             .unwrap();
         w.finish(16000, "{}", &[]).unwrap();

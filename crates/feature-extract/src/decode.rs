@@ -41,7 +41,6 @@ impl Audio {
 pub fn load_mono(path: &Path, target_rate: u32) -> Result<Vec<f32>> {
     let audio = decode_mono(path)?;
     resample(&audio.samples, audio.sample_rate, target_rate)
-        .map_err(|message| Error::invalid(path, message))
 }
 
 /// Decodes `path` to mono at its own sample rate (int16 range). Channels are averaged.
@@ -143,17 +142,18 @@ pub fn decode_interleaved(path: &Path) -> Result<(Vec<f32>, usize, u32)> {
 
 /// Resamples mono audio from `from` Hz to `to` Hz with rubato's FFT resampler (its delay
 /// trimmed, so the output is time-aligned); the output has `ceil(len * to / from)` samples.
-pub fn resample(samples: &[f32], from: u32, to: u32) -> std::result::Result<Vec<f32>, String> {
+pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
     if from == to || samples.is_empty() {
         return Ok(samples.to_vec());
     }
+    let fail = |e: String| Error::Options(format!("resampling {from} Hz to {to} Hz: {e}"));
     let mut resampler = Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Input)
-        .map_err(|e| format!("cannot resample {from} Hz to {to} Hz: {e}"))?;
-    let input = InterleavedSlice::new(samples, 1, samples.len())
-        .map_err(|e| format!("resampler input: {e}"))?;
+        .map_err(|e| fail(e.to_string()))?;
+    let input =
+        InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| fail(e.to_string()))?;
     let output = resampler
         .process_all(&input, samples.len(), None)
-        .map_err(|e| format!("resampling {from} Hz to {to} Hz: {e}"))?;
+        .map_err(|e| fail(e.to_string()))?;
     Ok(output.take_data())
 }
 

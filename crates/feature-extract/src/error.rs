@@ -14,6 +14,12 @@ pub enum Error {
     /// The file is readable but its content breaks the store's contract.
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// An utterance manifest that cannot be read (the error names the file).
+    #[error(transparent)]
+    Manifest(#[from] data_manifest::ManifestError),
+    /// Options that cannot work (filter edges above the Nyquist frequency, a 0 Hz rate).
+    #[error("{0}")]
+    Options(String),
 }
 
 impl Error {

@@ -16,6 +16,8 @@ use rand_chacha::ChaCha8Rng;
 use realfft::{RealFftPlanner, RealToComplex};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+
 /// torch.finfo(torch.float32).eps: the floor of energies before the log, as torchaudio.
 pub const FLOAT_EPSILON: f64 = f32::EPSILON as f64;
 
@@ -194,7 +196,7 @@ pub struct MelFilter {
 
 /// The triangular mel filters over the `padded_size / 2 + 1` FFT bins (the Nyquist bin always
 /// has weight 0, as in Kaldi).
-pub fn mel_filters(opts: &FbankOptions, padded_size: usize) -> Result<Vec<MelFilter>, String> {
+pub fn mel_filters(opts: &FbankOptions, padded_size: usize) -> Result<Vec<MelFilter>> {
     let rate = f64::from(opts.sample_rate);
     let nyquist = 0.5 * rate;
     let high = if opts.high_freq <= 0.0 {
@@ -202,17 +204,17 @@ pub fn mel_filters(opts: &FbankOptions, padded_size: usize) -> Result<Vec<MelFil
     } else {
         opts.high_freq
     };
-    if !(0.0..nyquist).contains(&opts.low_freq) || !(high > 0.0 && high <= nyquist) {
-        return Err(format!(
-            "fbank frequencies out of range: low {} Hz, high {} Hz (resolved {high} Hz), Nyquist {nyquist} Hz",
+    if !((0.0..nyquist).contains(&opts.low_freq) && high > 0.0 && high <= nyquist) {
+        return Err(Error::Options(format!(
+            "fbank: frequencies out of range: low {} Hz, high {} Hz (resolved {high} Hz), Nyquist {nyquist} Hz",
             opts.low_freq, opts.high_freq
-        ));
+        )));
     }
     if opts.low_freq >= high {
-        return Err(format!(
-            "fbank low frequency {} Hz is not below the high frequency {high} Hz",
+        return Err(Error::Options(format!(
+            "fbank: low frequency {} Hz is not below the high frequency {high} Hz",
             opts.low_freq
-        ));
+        )));
     }
     let bin_width = rate / padded_size as f64;
     let mel_low = mel_scale(opts.low_freq);
@@ -266,19 +268,19 @@ pub struct Fbank {
 
 impl Fbank {
     /// Checks the options and prepares the transform.
-    pub fn new(opts: &FbankOptions) -> Result<Self, String> {
+    pub fn new(opts: &FbankOptions) -> Result<Self> {
         let geometry = FrameGeometry::new(opts);
         if geometry.window_size < 2 || geometry.window_shift == 0 {
-            return Err(format!(
-                "fbank frame of {} samples with a shift of {} at {} Hz is too short",
+            return Err(Error::Options(format!(
+                "fbank: a frame of {} samples with a shift of {} at {} Hz is too short",
                 geometry.window_size, geometry.window_shift, opts.sample_rate
-            ));
+            )));
         }
         if opts.num_mel_bins < 3 {
-            return Err(format!(
-                "fbank needs at least 3 mel bins, got {}",
+            return Err(Error::Options(format!(
+                "fbank: at least 3 mel bins are needed, got {}",
                 opts.num_mel_bins
-            ));
+            )));
         }
         let filters = mel_filters(opts, geometry.padded_size)?;
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(geometry.padded_size);
@@ -441,7 +443,7 @@ fn standard_normal(rng: &mut impl Rng) -> f64 {
 }
 
 /// Features of `samples` (int16 range) with `opts`; see [`Fbank`] to reuse the plan.
-pub fn compute(samples: &[f32], opts: &FbankOptions) -> Result<Array2<f32>, String> {
+pub fn compute(samples: &[f32], opts: &FbankOptions) -> Result<Array2<f32>> {
     Ok(Fbank::new(opts)?.compute(samples))
 }
 
@@ -520,6 +522,24 @@ mod tests {
         let center_bin = 1000.0 / (16000.0 / 512.0);
         let f = &filters[best];
         assert!((f.first as f64) < center_bin && center_bin < (f.first + f.weights.len()) as f64);
+    }
+
+    #[test]
+    fn dither_is_reproducible_from_the_generator() {
+        let opts = FbankOptions {
+            dither: 1.0,
+            ..Default::default()
+        };
+        let fbank = Fbank::new(&opts).unwrap();
+        let silence = vec![0.0f32; 4000];
+        let a = fbank.compute_with_rng(&silence, &mut ChaCha8Rng::seed_from_u64(5));
+        let b = fbank.compute_with_rng(&silence, &mut ChaCha8Rng::seed_from_u64(5));
+        let c = fbank.compute_with_rng(&silence, &mut ChaCha8Rng::seed_from_u64(6));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        // Unit-variance noise lifts digital silence well above the epsilon floor.
+        let floor = FLOAT_EPSILON.ln() as f32;
+        assert!(a.iter().all(|&v| v > floor + 5.0));
     }
 
     #[test]

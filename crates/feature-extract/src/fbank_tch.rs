@@ -9,6 +9,7 @@
 use ndarray::Array2;
 use tch::{Device, Kind, Tensor};
 
+use crate::error::Result;
 use crate::fbank::{FLOAT_EPSILON, FbankOptions, FrameGeometry, mel_filters, mel_matrix, window};
 
 /// Filterbank constants (window, mel matrix) held on a device.
@@ -26,7 +27,7 @@ pub struct TchFbank {
 
 impl TchFbank {
     /// Prepares the transform on `device` (float32).
-    pub fn new(opts: &FbankOptions, device: Device) -> Result<Self, String> {
+    pub fn new(opts: &FbankOptions, device: Device) -> Result<Self> {
         // The Rust plan validates the options the same way.
         crate::fbank::Fbank::new(opts)?;
         let geometry = FrameGeometry::new(opts);
@@ -118,7 +119,7 @@ impl TchFbank {
             let previous = Tensor::cat(&[f.narrow(2, 0, 1), f.narrow(2, 0, w - 1)], 2);
             f = &f - previous * self.opts.preemphasis;
         }
-        f = f * &window;
+        f *= &window;
         if self.opts.use_energy && !self.opts.raw_energy {
             energy = Some(log_energy(&f));
         }

@@ -1,16 +1,26 @@
 //! Features: decoding, Kaldi-exact filterbanks, voice activity detection, normalisation,
 //! augmentation, and the HDF5 stores (audio/fbank caches, embeddings) shared by the stages.
 
+/// Waveform augmentation (MUSAN noise categories, RIR reverberation) from caches.
 pub mod augment;
+/// Packed HDF5 audio and fbank caches: readers, writer, merge.
 pub mod cache;
+/// WAV/FLAC/AAC-in-MP4 decoding to mono, resampling.
 pub mod decode;
+/// `embeddings.h5`, the contract between embedding extraction and its consumers.
 pub mod embeddings;
 pub mod error;
+/// Kaldi log mel filterbanks in Rust (torchaudio-exact).
 pub mod fbank;
+/// The same filterbanks as batched tch operations on any device.
 pub mod fbank_tch;
+/// MP4 edit lists and durations (AAC priming and padding).
 pub mod mp4;
+/// CMN and hyperion's sliding-window STMN (Rust and tch).
 pub mod normalize;
+/// The `prepare` stage: manifests into resumable, sharded caches.
 pub mod prepare;
+/// Kaldi `compute-vad` energy VAD and trimming.
 pub mod vad;
 
 pub use embeddings::Embeddings;

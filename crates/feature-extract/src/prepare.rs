@@ -16,6 +16,7 @@ use half::f16;
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use stage_kit::Shard;
 use stage_kit::progress::Progress;
 
@@ -135,9 +136,8 @@ pub fn prepare(req: &PrepareRequest) -> Result<PrepareSummary> {
             "prepare needs --audio-out and/or --fbank-out",
         ));
     };
-    let fbank = Fbank::new(&config.fbank).map_err(|m| Error::invalid(&req.manifest, m))?;
-    let manifest = UtteranceManifest::read(&req.manifest)
-        .map_err(|e| Error::invalid(&req.manifest, e.to_string()))?;
+    let fbank = Fbank::new(&config.fbank)?;
+    let manifest = UtteranceManifest::read(&req.manifest)?;
     let owned: Vec<&Utterance> = manifest
         .utterances
         .iter()
@@ -274,7 +274,7 @@ pub fn write_rejects(summary: &PrepareSummary, path: &Path) -> Result<()> {
         rejects: summary.rejects.clone(),
     }
     .write(path)
-    .map_err(|e| Error::invalid(path, e.to_string()))
+    .map_err(Error::from)
 }
 
 impl Processed {
@@ -348,11 +348,19 @@ fn parts_dir(first_output: &Path) -> PathBuf {
     first_output.with_file_name(format!("{name}.parts"))
 }
 
-/// The parts folder remembers what it was started for; resuming with another manifest, shard
-/// or config would mix incompatible parts.
+/// The parts folder remembers what it was started for (manifest content, shard, config);
+/// resuming with anything else would mix incompatible parts.
 fn check_or_start_parts(dir: &Path, manifest: &Path, shard: Shard, config: &str) -> Result<()> {
+    let bytes = std::fs::read(manifest).map_err(|source| Error::Io {
+        path: manifest.to_path_buf(),
+        source,
+    })?;
+    let digest: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let stamp = serde_json::json!({
-        "manifest": manifest,
+        "manifest_sha256": digest,
         "shard": shard.to_string(),
         "config": config,
     })
@@ -427,12 +435,12 @@ impl PartFiles {
         });
         if let Some(path) = &self.audio {
             stage_kit::write_atomically(path, |partial| {
-                let mut w = CacheWriter::<i16>::create(partial, CacheKind::Audio, 1)?;
+                let mut w = CacheWriter::<i16>::create(partial, CacheKind::Audio, 1, false)?;
                 for (id, group, audio, _) in kept.clone() {
                     let rows = ArrayView2::from_shape((audio.len(), 1), audio).expect("one column");
                     w.append(id, group, rows)?;
                 }
-                w.finish(config.sample_rate, &json, &rejects)
+                w.finish(config.sample_rate, json, &rejects)
             })?;
         }
         if let Some(path) = &self.fbank {
@@ -440,19 +448,21 @@ impl PartFiles {
                 let dim = config.fbank.num_mel_bins + usize::from(config.fbank.use_energy);
                 match config.fbank_dtype {
                     FbankDtype::F32 => {
-                        let mut w = CacheWriter::<f32>::create(partial, CacheKind::Fbank, dim)?;
+                        let mut w =
+                            CacheWriter::<f32>::create(partial, CacheKind::Fbank, dim, false)?;
                         for (id, group, _, feats) in kept.clone() {
                             w.append(id, group, feats.as_ref().expect("computed").view())?;
                         }
-                        w.finish(config.sample_rate, &json, &rejects)
+                        w.finish(config.sample_rate, json, &rejects)
                     }
                     FbankDtype::F16 => {
-                        let mut w = CacheWriter::<f16>::create(partial, CacheKind::Fbank, dim)?;
+                        let mut w =
+                            CacheWriter::<f16>::create(partial, CacheKind::Fbank, dim, false)?;
                         for (id, group, _, feats) in kept.clone() {
                             let half = feats.as_ref().expect("computed").mapv(f16::from_f32);
                             w.append(id, group, half.view())?;
                         }
-                        w.finish(config.sample_rate, &json, &rejects)
+                        w.finish(config.sample_rate, json, &rejects)
                     }
                 }
             })?;
@@ -464,15 +474,17 @@ impl PartFiles {
 /// An output with no utterances (every part empty), still a valid cache.
 fn write_empty(out: &Path, kind: CacheKind, config: &PrepareConfig, json: &str) -> Result<()> {
     stage_kit::write_atomically(out, |partial| match kind {
-        CacheKind::Audio => {
-            CacheWriter::<i16>::create(partial, kind, 1)?.finish(config.sample_rate, json, &[])
-        }
+        CacheKind::Audio => CacheWriter::<i16>::create(partial, kind, 1, true)?.finish(
+            config.sample_rate,
+            json,
+            &[],
+        ),
         CacheKind::Fbank => {
             let dim = config.fbank.num_mel_bins + usize::from(config.fbank.use_energy);
             match config.fbank_dtype {
-                FbankDtype::F32 => CacheWriter::<f32>::create(partial, kind, dim)?,
+                FbankDtype::F32 => CacheWriter::<f32>::create(partial, kind, dim, true)?,
                 FbankDtype::F16 => {
-                    return CacheWriter::<f16>::create(partial, kind, dim)?.finish(
+                    return CacheWriter::<f16>::create(partial, kind, dim, true)?.finish(
                         config.sample_rate,
                         json,
                         &[],

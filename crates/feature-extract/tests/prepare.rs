@@ -143,7 +143,7 @@ fn prepare_resumes_after_a_kill_shards_merge_and_h5py_reads_the_caches() {
     child.wait().unwrap();
     let done = count_parts();
     assert!(
-        done >= 3 && done < 15 && !resumed.join("audio.h5").exists(),
+        (3..15).contains(&done) && !resumed.join("audio.h5").exists(),
         "{done} parts at the kill"
     );
     run(prepare_cmd(&manifest, &resumed, &[]));
