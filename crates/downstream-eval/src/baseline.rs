@@ -130,7 +130,8 @@ pub fn run(
                 sample_rate: cache.sample_rate(),
                 ..config.fbank.clone()
             };
-            let fbank = Fbank::new(&options).map_err(|m| EvalError::invalid(path, m))?;
+            let fbank =
+                Fbank::new(&options).map_err(|e| EvalError::invalid(path, e.to_string()))?;
             description = format!(
                 "fbank of audio cache {} ({})",
                 path.display(),
@@ -162,7 +163,8 @@ pub fn run(
                 sample_rate: config.sample_rate,
                 ..config.fbank.clone()
             };
-            let fbank = Fbank::new(&options).map_err(|m| EvalError::invalid(manifest_path, m))?;
+            let fbank = Fbank::new(&options)
+                .map_err(|e| EvalError::invalid(manifest_path, e.to_string()))?;
             description = format!("fbank of decoded audio ({})", serde_json::json!(options));
             for batch in utterances.chunks(BATCH) {
                 results.par_extend(batch.par_iter().map(|u| {

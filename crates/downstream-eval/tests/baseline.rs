@@ -1,86 +1,49 @@
 //! Baseline (fbank statistics) embeddings: against numpy on the cached fbank, the three
 //! feature sources agreeing, speaker verification on the fixture trials, and emotion
-//! recognition on RAVDESS with actor-disjoint folds.
-//!
-//! The manifests are built here from the corpus layouts by small local helpers (the
-//! data-manifest scanners live on another branch); `num_samples` is left 0 because nothing
-//! here reads it.
+//! recognition on RAVDESS with actor-disjoint folds. Manifests, trial lists and folds come
+//! from data-manifest (scanners, `trial_lists`, `folds`), as the pipeline makes them.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
 use common::{read_json, run_ok, write_trials};
-use data_manifest::{Utterance, UtteranceManifest};
+use data_manifest::folds::{FoldUnit, assign_folds};
+use data_manifest::scan::{FixturePart, Layout, ScanOptions, scan};
+use data_manifest::{UtteranceManifest, trial_lists};
 use feature_extract::Embeddings;
 use feature_extract::prepare::{PrepareConfig, PrepareRequest, prepare};
 use stage_kit::Shard;
 use stage_kit::reference::{ravdess_root, run_python};
 
-fn utterance(
-    utt_id: String,
-    path: String,
-    speaker: &str,
-    emotion: Option<String>,
-    fold: Option<String>,
-) -> Utterance {
-    Utterance {
-        utt_id,
-        path,
-        corpus: "test".into(),
-        speaker: Some(speaker.to_owned()),
-        session: None,
-        num_samples: 0,
-        sample_rate: 16000,
-        channels: 1,
-        codec: String::new(),
-        split: "train".into(),
-        emotion,
-        fold,
+/// Scans a corpus with a data-manifest layout; only second copies of an utterance (RAVDESS
+/// ships a few in other formats) may be left out.
+fn scanned(layout: Layout, root: &Path) -> UtteranceManifest {
+    let outcome = scan(&layout, root, &ScanOptions::default()).unwrap();
+    for reject in &outcome.rejects.rejects {
+        assert!(reject.reason.starts_with("duplicate"), "{reject:?}");
     }
+    outcome.manifest
 }
 
-/// Files under `dir` with extension `ext`, sorted.
-fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == ext) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// The fixture's VoxCeleb-style utterances (`wav/<spk>/<session>/<n>.wav`, id without
-/// `.wav`), optionally only those of speakers starting with `prefix`.
-fn fixture_manifest(root: &Path, prefix: &str, out: &Path) -> PathBuf {
-    let utterances = files(&root.join("wav"), "wav")
-        .into_iter()
-        .map(|p| p.strip_prefix(root).unwrap().to_string_lossy().into_owned())
-        .filter(|rel| rel.starts_with(&format!("wav/{prefix}")))
-        .map(|rel| {
-            let id = rel
-                .trim_start_matches("wav/")
-                .trim_end_matches(".wav")
-                .to_owned();
-            let speaker = id.split('/').next().unwrap().to_owned();
-            utterance(id, rel, &speaker, None, None)
-        })
-        .collect();
+/// Writes the utterances of `manifest` that `keep` selects.
+fn subset(
+    manifest: &UtteranceManifest,
+    keep: impl Fn(&data_manifest::Utterance) -> bool,
+    out: PathBuf,
+) -> PathBuf {
     UtteranceManifest {
-        corpus_root: root.to_path_buf(),
-        utterances,
+        corpus_root: manifest.corpus_root.clone(),
+        utterances: manifest
+            .utterances
+            .iter()
+            .filter(|u| keep(u))
+            .cloned()
+            .collect(),
     }
-    .write(out)
+    .write(&out)
     .unwrap();
-    out.to_path_buf()
+    out
 }
 
 /// numpy's per-utterance mean and std of a cached fbank, against our embeddings file.
@@ -108,7 +71,12 @@ fn baseline_sources_agree_with_numpy_and_verify_fixture_speakers() {
     let s = |p: &Path| p.display().to_string();
 
     // Caches of the first held-out speaker's utterances, by feature-extract.
-    let small = fixture_manifest(&root, "id10001", &d.join("small.parquet"));
+    let speech = scanned(Layout::Fixture(FixturePart::Speech), &root);
+    let small = subset(
+        &speech,
+        |u| u.speaker.as_deref() == Some("id10001"),
+        d.join("small.parquet"),
+    );
     prepare(&PrepareRequest {
         manifest: small.clone(),
         audio_out: Some(d.join("audio.h5")),
@@ -166,8 +134,8 @@ fn baseline_sources_agree_with_numpy_and_verify_fixture_speakers() {
     assert!(gap < 0.05, "decoded vs cached: {gap}");
 
     // Speaker verification on the fixture trials with baseline embeddings.
-    let all = fixture_manifest(&root, "", &d.join("all.parquet"));
-    let train = fixture_manifest(&root, "id0", &d.join("train.parquet"));
+    let all = subset(&speech, |_| true, d.join("all.parquet"));
+    let train = subset(&speech, |u| u.split == "train", d.join("train.parquet"));
     run_ok(&[
         "baseline",
         "--manifest",
@@ -184,19 +152,8 @@ fn baseline_sources_agree_with_numpy_and_verify_fixture_speakers() {
         "--out",
         &s(&d.join("train.h5")),
     ]);
-    let trials: Vec<(String, String, bool)> = std::fs::read_to_string(root.join("trials.txt"))
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            (
-                f[1].trim_end_matches(".wav").to_owned(),
-                f[2].trim_end_matches(".wav").to_owned(),
-                f[0] == "1",
-            )
-        })
-        .collect();
-    write_trials(&d.join("trials.parquet"), &trials);
+    let trials = trial_lists::read_text(&root.join("trials.txt")).unwrap();
+    trials.write(&d.join("trials.parquet")).unwrap();
     let sv = |trials: &Path, name: &str, extra: &[&str]| {
         let out = d.join(name);
         let mut args = vec![
@@ -261,46 +218,6 @@ fn baseline_sources_agree_with_numpy_and_verify_fixture_speakers() {
     assert!(same_session < 0.3, "same-session EER {same_session}");
 }
 
-/// RAVDESS emotion names by the file name's third field.
-const RAVDESS_EMOTIONS: [&str; 8] = [
-    "neutral",
-    "calm",
-    "happy",
-    "sad",
-    "angry",
-    "fearful",
-    "disgust",
-    "surprised",
-];
-
-/// `flac16k/Actor_NN/03-01-EE-II-SS-RR-AA.flac`: emotion from EE, speaker from AA, and six
-/// actor-disjoint folds of four consecutive actors (two female, two male).
-fn ravdess_manifest(root: &Path, out: &Path) -> PathBuf {
-    let utterances = files(&root.join("flac16k"), "flac")
-        .into_iter()
-        .map(|p| {
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
-            let fields: Vec<u32> = stem.split('-').map(|f| f.parse().unwrap()).collect();
-            let (emotion, actor) = (fields[2] as usize, fields[6]);
-            utterance(
-                stem,
-                rel,
-                &format!("actor{actor:02}"),
-                Some(RAVDESS_EMOTIONS[emotion - 1].to_owned()),
-                Some(((actor - 1) / 4 + 1).to_string()),
-            )
-        })
-        .collect();
-    UtteranceManifest {
-        corpus_root: root.to_path_buf(),
-        utterances,
-    }
-    .write(out)
-    .unwrap();
-    out.to_path_buf()
-}
-
 #[test]
 fn ravdess_emotion_with_baseline_embeddings_and_actor_disjoint_folds() {
     let Some(root) = ravdess_root() else {
@@ -309,7 +226,17 @@ fn ravdess_emotion_with_baseline_embeddings_and_actor_disjoint_folds() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let s = |p: &Path| p.display().to_string();
-    let manifest = ravdess_manifest(&root, &d.join("ravdess.parquet"));
+    // The 16 kHz FLACs: the scanner keeps the first path of each utterance id, and
+    // `flac16k/` sorts before the few duplicated originals.
+    let mut ravdess = scanned(Layout::Ravdess, &root);
+    assert!(
+        ravdess
+            .utterances
+            .iter()
+            .all(|u| u.path.starts_with("flac16k/"))
+    );
+    assign_folds(&mut ravdess, FoldUnit::Speaker, 6, 0).unwrap();
+    let manifest = subset(&ravdess, |_| true, d.join("ravdess.parquet"));
     run_ok(&[
         "baseline",
         "--manifest",

@@ -482,7 +482,7 @@ fn markdown(report: &EmotionReport) -> String {
             .collect::<Vec<_>>(),
     );
     format!(
-        "# Emotion recognition: {}\n\n{} classifier ({:?} class weights), {} folds from the `{}` column, \
+        "# Emotion recognition: {}\n\n{} classifier ({} class weights), {} folds from the `{}` column, \
          {} evaluated utterances.\n\n{}\n## Folds\n\n{}\n## Confusion matrix (pooled)\n\n{}\n\
          Picture: `confusion.svg`, `confusion.png`; predictions: `predictions.csv`.\n",
         report.inputs.manifest.display(),
@@ -490,7 +490,10 @@ fn markdown(report: &EmotionReport) -> String {
             ClassifierKind::Logistic => "Multinomial logistic-regression",
             ClassifierKind::Mlp => "MLP",
         },
-        report.config.class_weight,
+        match report.config.class_weight {
+            ClassWeight::Balanced => "balanced",
+            ClassWeight::None => "no",
+        },
         report.folds.len(),
         match report.config.folds {
             FoldSource::Fold => "fold",
