@@ -187,6 +187,14 @@ fn main() -> anyhow::Result<()> {
         let scores = cosine_scores(unit.view(), &indexed.pairs);
         (indexed, scores)
     });
+    // Where the scoring time goes.
+    let (index_time, _) = best_of(REPEATS, || {
+        IndexedTrials::new(&list, &file, "trials").expect("all utterances")
+    });
+    let (normalise_time, unit) = best_of(REPEATS, || {
+        Preprocess::default().unit_rows(file.embeddings.vectors.view(), &indexed.rows)
+    });
+    let (dot_time, _) = best_of(REPEATS, || cosine_scores(unit.view(), &indexed.pairs));
     let (metrics, min_dcf) = best_of(REPEATS, || {
         let roc = Roc::new(&scores, &indexed.targets).expect("both classes");
         let _ = (roc.eer_rocch(), roc.eer_interpolated());
@@ -246,6 +254,10 @@ fn main() -> anyhow::Result<()> {
             theirs / ours
         );
     }
+    println!(
+        "  of which: resolve trials {index_time:.3} s, normalise {normalise_time:.3} s, \
+         dot products {dot_time:.3} s"
+    );
     println!(
         "{:<44} {stage:>10.3}",
         "whole `sv` stage (read, score, metrics, write)"
