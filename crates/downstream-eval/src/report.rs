@@ -1,7 +1,9 @@
 //! Report files every evaluation writes: `report.json` (headline metrics at the top level,
 //! details, inputs and the resolved config) and `report.md` (the same as tables).
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -9,6 +11,30 @@ use crate::error::{EvalError, Result};
 
 /// Name and version of this tool, recorded in every report.
 pub const TOOL_VERSION: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
+
+/// What every report records about its run: inputs, the resolved config, the files
+/// written, the tool and the wall time (flattened into the report's JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Provenance<I, C> {
+    pub inputs: I,
+    pub config: C,
+    pub outputs: BTreeMap<String, PathBuf>,
+    pub tool_version: &'static str,
+    pub wall_seconds: f64,
+}
+
+impl<I, C> Provenance<I, C> {
+    /// The record of a run that began at `started`.
+    pub fn new(inputs: I, config: C, outputs: BTreeMap<String, PathBuf>, started: Instant) -> Self {
+        Provenance {
+            inputs,
+            config,
+            outputs,
+            tool_version: TOOL_VERSION,
+            wall_seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
 
 /// Writes `report.json` and `report.md` into `out_dir`, each atomically.
 pub fn write(out_dir: &Path, json: &impl Serialize, markdown: &str) -> Result<()> {
@@ -19,6 +45,15 @@ pub fn write(out_dir: &Path, json: &impl Serialize, markdown: &str) -> Result<()
     stage_kit::write_bytes_atomically(&path, text.as_bytes())?;
     stage_kit::write_bytes_atomically(&out_dir.join("report.md"), markdown.as_bytes())?;
     Ok(())
+}
+
+/// Paths of a report's output files by name (`("scores", "scores.txt")` ->
+/// `out_dir/scores.txt`), recorded in the report.
+pub fn output_paths(out_dir: &Path, files: &[(&str, &str)]) -> BTreeMap<String, PathBuf> {
+    files
+        .iter()
+        .map(|(name, file)| ((*name).to_owned(), out_dir.join(file)))
+        .collect()
 }
 
 /// A Markdown table from a header and rows of cells.

@@ -65,6 +65,7 @@ print(len(ref), worst)
 
 #[test]
 fn baseline_sources_agree_with_numpy_and_verify_fixture_speakers() {
+    let _serial = common::serial();
     let root = xtask::fixture::ensure(xtask::fixture::Size::Tiny, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -220,6 +221,7 @@ fn baseline_sources_agree_with_numpy_and_verify_fixture_speakers() {
 
 #[test]
 fn ravdess_emotion_with_baseline_embeddings_and_actor_disjoint_folds() {
+    let _serial = common::serial();
     let Some(root) = ravdess_root() else {
         return;
     };

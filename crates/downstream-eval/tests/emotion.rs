@@ -87,6 +87,22 @@ fn synthetic_corpus(dir: &Path) -> (PathBuf, PathBuf) {
     (manifest, embeddings)
 }
 
+/// Runs `downstream-eval emotion` on the synthetic corpus with extra flags.
+fn run_emotion(manifest: &Path, embeddings: &Path, out: &Path, extra: &[&str]) {
+    let paths = [embeddings, manifest, out].map(|p| p.display().to_string());
+    let mut args = vec![
+        "emotion",
+        "--embeddings",
+        &paths[0],
+        "--manifest",
+        &paths[1],
+        "--out-dir",
+        &paths[2],
+    ];
+    args.extend(extra);
+    run_ok(&args);
+}
+
 /// scikit-learn's metrics on a predictions CSV, per fold and pooled.
 const METRICS_PY: &str = r#"
 import csv, json, sys
@@ -113,20 +129,11 @@ fn assert_close(ours: &serde_json::Value, theirs: &serde_json::Value, what: &str
 
 #[test]
 fn cli_metrics_match_scikit_learn_on_the_written_predictions() {
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let (manifest, embeddings) = synthetic_corpus(dir.path());
     let out = dir.path().join("out");
-    run_ok(&[
-        "emotion",
-        "--embeddings",
-        &embeddings.display().to_string(),
-        "--manifest",
-        &manifest.display().to_string(),
-        "--out-dir",
-        &out.display().to_string(),
-        "--seed",
-        "4",
-    ]);
+    run_emotion(&manifest, &embeddings, &out, &["--seed", "4"]);
     let report = read_json(&out.join("report.json"));
     let reference: serde_json::Value =
         serde_json::from_str(&run_python(METRICS_PY, &[out.join("predictions.csv")]).unwrap())
@@ -168,6 +175,7 @@ fn cli_metrics_match_scikit_learn_on_the_written_predictions() {
 
 #[test]
 fn mlp_classifier_runs_end_to_end() {
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let (manifest, embeddings) = synthetic_corpus(dir.path());
     let out = dir.path().join("out");
@@ -177,19 +185,13 @@ fn mlp_classifier_runs_end_to_end() {
         "inner_folds = 2\n[mlp]\nepochs = 30\nhidden = 32\nweight_decay_grid = [0.01]\n",
     )
     .unwrap();
-    run_ok(&[
-        "emotion",
-        "--embeddings",
-        &embeddings.display().to_string(),
-        "--manifest",
-        &manifest.display().to_string(),
-        "--out-dir",
-        &out.display().to_string(),
-        "--classifier",
-        "mlp",
-        "--config",
-        &config.display().to_string(),
-    ]);
+    let config = config.display().to_string();
+    run_emotion(
+        &manifest,
+        &embeddings,
+        &out,
+        &["--classifier", "mlp", "--config", &config],
+    );
     let report = read_json(&out.join("report.json"));
     assert_eq!(report["config"]["classifier"], "mlp");
     assert_eq!(report["folds"][0]["hyperparameter"], "weight_decay");
@@ -212,6 +214,7 @@ np.savetxt(sys.stdout, model.predict_proba(x), fmt="%.12f")
 
 #[test]
 fn logistic_regression_matches_scikit_learn() {
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let mut rng = stream(8, "logistic-test");
     let (n, dim, k) = (150, 5, 3);
@@ -244,7 +247,7 @@ fn logistic_regression_matches_scikit_learn() {
         gradient_tolerance: 1e-10,
     };
     for c in [0.05, 1.0] {
-        let ours = LogisticRegression::fit(x.view(), &y, &weights, k, c, &lbfgs);
+        let ours = LogisticRegression::fit(x.view(), &y, &weights, k, c, &lbfgs, None);
         assert!(ours.converged);
         let ours = ours.predict_proba(x.view());
         let theirs = run_python(LOGISTIC_PY, &[path.display().to_string(), c.to_string()]).unwrap();
@@ -272,6 +275,7 @@ print(json.dumps({"micro_f1": f1_score(t, p, average="micro"), "macro_f1": f1_sc
 
 #[test]
 fn confusion_metrics_match_scikit_learn_with_absent_classes() {
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let mut rng = stream(9, "confusion-test");
     // Class 5 never occurs; class 4 is only ever predicted.
@@ -303,6 +307,7 @@ fn confusion_metrics_match_scikit_learn_with_absent_classes() {
 
 #[test]
 fn empty_classes_and_missing_embeddings_are_named() {
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ids: Vec<String> = (0..7).map(|i| format!("u{i}")).collect();

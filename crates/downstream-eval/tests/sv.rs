@@ -76,6 +76,7 @@ fn assert_close(ours: f64, reference: &serde_json::Value, what: &str) {
 
 #[test]
 fn eer_and_min_dcf_match_numpy_and_scikit_learn() {
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let mut rng = stream(11, "sv-metrics-test");
     for (case, quantum) in [("continuous", None), ("tied", Some(0.25f32))] {
@@ -179,6 +180,7 @@ fn speaker_embeddings(
 
 #[test]
 fn cli_scores_match_numpy_with_centring_length_norm_and_asnorm() {
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut rng = stream(5, "sv-cli-test");
@@ -264,6 +266,7 @@ fn cli_scores_match_numpy_with_centring_length_norm_and_asnorm() {
 
 #[test]
 fn bad_inputs_fail_with_the_reason() {
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let s = |p: &str| d.join(p).display().to_string();

@@ -36,7 +36,8 @@ pub struct LogisticConfig {
     /// Inverse L2 strengths tried (scikit-learn's C), strongest regularisation chosen on ties.
     pub c_grid: Vec<f64>,
     pub max_iterations: usize,
-    /// Largest gradient component at convergence (of the objective per unit sample weight).
+    /// Largest gradient component at convergence, of the objective per unit sample weight
+    /// (scikit-learn's `tol` for lbfgs, whose default this is).
     pub gradient_tolerance: f64,
 }
 
@@ -44,8 +45,8 @@ impl Default for LogisticConfig {
     fn default() -> Self {
         LogisticConfig {
             c_grid: vec![1e-3, 1e-2, 1e-1, 1.0, 10.0],
-            max_iterations: 500,
-            gradient_tolerance: 1e-6,
+            max_iterations: 1000,
+            gradient_tolerance: 1e-4,
         }
     }
 }
@@ -95,17 +96,19 @@ impl Classifier<'_> {
             .collect()
     }
 
-    /// Trains on (`x_train`, `y_train`) with hyperparameter `value` and returns the class
-    /// probabilities of `x_test`.
-    pub fn fit_predict(
+    /// Trains on (`x_train`, `y_train`) once per hyperparameter value of `path` (in order)
+    /// and returns the class probabilities of `x_test` for each. Logistic regression starts
+    /// each fit from the previous solution (a regularisation path, as scikit-learn's
+    /// `warm_start`); MLPs train from scratch with `seed(value)`.
+    pub fn fit_predict_path(
         &self,
         x_train: ArrayView2<f64>,
         y_train: &[usize],
         x_test: ArrayView2<f64>,
         n_classes: usize,
-        value: f64,
-        seed: u64,
-    ) -> Result<Array2<f64>> {
+        path: &[f64],
+        seed: impl Fn(f64) -> u64,
+    ) -> Result<Vec<Array2<f64>>> {
         let class_weights = self.class_weights(y_train, n_classes);
         match self.kind {
             ClassifierKind::Logistic => {
@@ -115,23 +118,40 @@ impl Classifier<'_> {
                     max_iterations: self.logistic.max_iterations,
                     gradient_tolerance: self.logistic.gradient_tolerance,
                 };
-                let model = LogisticRegression::fit(
-                    x_train,
-                    y_train,
-                    &sample_weight,
-                    n_classes,
-                    value,
-                    &optimiser,
-                );
-                if !model.converged {
-                    tracing::debug!("logistic regression (C = {value}) stopped before converging");
+                let mut previous: Option<LogisticRegression> = None;
+                let mut out = Vec::with_capacity(path.len());
+                for &c in path {
+                    let model = LogisticRegression::fit(
+                        x_train,
+                        y_train,
+                        &sample_weight,
+                        n_classes,
+                        c,
+                        &optimiser,
+                        previous.as_ref(),
+                    );
+                    if !model.converged {
+                        tracing::debug!("logistic regression (C = {c}) stopped before converging");
+                    }
+                    out.push(model.predict_proba(x_test));
+                    previous = Some(model);
                 }
-                Ok(model.predict_proba(x_test))
+                Ok(out)
             }
-            ClassifierKind::Mlp => {
-                Mlp::fit(x_train, y_train, &class_weights, value, self.mlp, seed)?
+            ClassifierKind::Mlp => path
+                .iter()
+                .map(|&value| {
+                    Mlp::fit(
+                        x_train,
+                        y_train,
+                        &class_weights,
+                        value,
+                        self.mlp,
+                        seed(value),
+                    )?
                     .predict_proba(x_test)
-            }
+                })
+                .collect(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! unpenalised intercepts), divided by the total sample weight for conditioning:
 //! `(sum_i s_i CE_i + ||W||^2 / (2 C)) / sum_i s_i`.
 
+use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
 
 use crate::emotion::lbfgs::Lbfgs;
@@ -19,7 +20,8 @@ pub struct LogisticRegression {
 
 impl LogisticRegression {
     /// Fits `n_classes` classes to rows of `x` labelled `y`, example `i` weighted by
-    /// `sample_weight[i]`, with inverse regularisation strength `c`.
+    /// `sample_weight[i]`, with inverse regularisation strength `c`, starting from `start`
+    /// (a fit of the same shape, e.g. at a neighbouring `c`) or from zero.
     pub fn fit(
         x: ArrayView2<f64>,
         y: &[usize],
@@ -27,6 +29,7 @@ impl LogisticRegression {
         n_classes: usize,
         c: f64,
         optimiser: &Lbfgs,
+        start: Option<&LogisticRegression>,
     ) -> Self {
         let (n, dim) = x.dim();
         assert!(
@@ -35,30 +38,38 @@ impl LogisticRegression {
         );
         let k = n_classes;
         let total_weight: f64 = sample_weight.iter().sum();
+        let scale = 1.0 / total_weight;
         let objective = |params: &[f64], gradient: &mut [f64]| -> f64 {
             let w = ArrayView2::from_shape((k, dim), &params[..k * dim]).expect("shape");
             let b = &params[k * dim..];
             let mut z = x.dot(&w.t());
             let mut loss = 0.0;
-            for ((mut row, &label), &s) in z.axis_iter_mut(Axis(0)).zip(y).zip(sample_weight) {
+            let logits = z.as_slice_mut().expect("standard layout");
+            for ((row, &label), &s) in logits.chunks_exact_mut(k).zip(y).zip(sample_weight) {
                 row.iter_mut().zip(b).for_each(|(z, b)| *z += b);
-                let max = row.fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+                let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
                 let log_sum = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
                 loss += s * (log_sum - row[label]);
-                // Row becomes the gradient of the loss w.r.t. the logits: s (p - onehot).
+                // The row becomes the gradient of the loss w.r.t. the logits: s (p - onehot).
                 row.iter_mut().for_each(|v| *v = s * (*v - log_sum).exp());
                 row[label] -= s;
             }
             let (gw, gb) = gradient.split_at_mut(k * dim);
             let mut gw = ArrayViewMut2::from_shape((k, dim), gw).expect("shape");
-            gw.assign(&(z.t().dot(&x) + &w / c));
-            gw.mapv_inplace(|v| v / total_weight);
-            for (g, col) in gb.iter_mut().zip(z.axis_iter(Axis(1))) {
-                *g = col.sum() / total_weight;
+            gw.assign(&w);
+            general_mat_mul(scale, &z.t(), &x, scale / c, &mut gw);
+            gb.fill(0.0);
+            for row in z.as_slice().expect("standard layout").chunks_exact(k) {
+                gb.iter_mut().zip(row).for_each(|(g, v)| *g += v);
             }
-            (loss + 0.5 * w.iter().map(|v| v * v).sum::<f64>() / c) / total_weight
+            gb.iter_mut().for_each(|g| *g *= scale);
+            (loss + 0.5 * params[..k * dim].iter().map(|v| v * v).sum::<f64>() / c) * scale
         };
-        let minimum = optimiser.minimize(vec![0.0; k * (dim + 1)], objective);
+        let initial = match start {
+            Some(m) => m.weights.iter().chain(&m.intercepts).copied().collect(),
+            None => vec![0.0; k * (dim + 1)],
+        };
+        let minimum = optimiser.minimize(initial, objective);
         let weights =
             Array2::from_shape_vec((k, dim), minimum.x[..k * dim].to_vec()).expect("shape");
         LogisticRegression {
@@ -105,7 +116,7 @@ mod tests {
             max_iterations: 1000,
             gradient_tolerance: 1e-12,
         };
-        let model = LogisticRegression::fit(x.view(), &y, &s, 3, 0.7, &lbfgs);
+        let model = LogisticRegression::fit(x.view(), &y, &s, 3, 0.7, &lbfgs, None);
         assert!(model.converged);
         let objective = |m: &LogisticRegression| {
             let p = m.predict_proba(x.view());

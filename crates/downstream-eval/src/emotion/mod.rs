@@ -12,7 +12,6 @@ pub mod metrics;
 pub mod mlp;
 pub mod standardize;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -24,7 +23,7 @@ use stage_kit::progress::Progress;
 
 use crate::error::{EvalError, Result};
 use crate::inputs::EmbeddingFile;
-use crate::report::{self, TOOL_VERSION, markdown_table};
+use crate::report::{self, Provenance, markdown_table};
 use classifier::{ClassWeight, Classifier, ClassifierKind, LogisticConfig};
 use folds::{FoldPlan, FoldSource, LabelledSet, OuterFold, Split};
 use metrics::{ClassificationScores, ConfusionMatrix};
@@ -129,11 +128,8 @@ pub struct EmotionReport {
     /// `confusion[true][predicted]`, pooled over folds.
     pub confusion: Vec<Vec<u64>>,
     pub folds: Vec<FoldReport>,
-    pub inputs: EmotionInputs,
-    pub config: EmotionConfig,
-    pub outputs: BTreeMap<String, PathBuf>,
-    pub tool_version: &'static str,
-    pub wall_seconds: f64,
+    #[serde(flatten)]
+    pub run: Provenance<EmotionInputs, EmotionConfig>,
 }
 
 /// One test prediction.
@@ -152,24 +148,27 @@ struct Evaluation<'a> {
 }
 
 impl Evaluation<'_> {
-    /// Class probabilities of `split.test` from a model trained on `split.train`.
-    fn predict(&self, split: &Split, value: f64, fold: &str) -> Result<Array2<f64>> {
+    /// Class probabilities of `split.test` from models trained on `split.train`, one per
+    /// hyperparameter value of `path`.
+    fn predict(&self, split: &Split, path: &[f64], fold: &str) -> Result<Vec<Array2<f64>>> {
         let rows = |indices: &[usize]| -> Vec<usize> {
             indices.iter().map(|&i| self.set.rows[i]).collect()
         };
         let (train_rows, test_rows) = (rows(&split.train), rows(&split.test));
         let standardizer = Standardizer::fit(self.vectors, &train_rows);
         let labels: Vec<usize> = split.train.iter().map(|&i| self.set.labels[i]).collect();
-        let seed = stage_kit::rng::stream_seed(
-            self.seed,
-            &format!("emotion {fold} {} {value}", split.name),
-        );
-        self.classifier.fit_predict(
+        let seed = |value: f64| {
+            stage_kit::rng::stream_seed(
+                self.seed,
+                &format!("emotion {fold} {} {value}", split.name),
+            )
+        };
+        self.classifier.fit_predict_path(
             standardizer.transform(self.vectors, &train_rows).view(),
             &labels,
             standardizer.transform(self.vectors, &test_rows).view(),
             self.set.classes.len(),
-            value,
+            path,
             seed,
         )
     }
@@ -188,20 +187,19 @@ impl Evaluation<'_> {
     ) -> Result<(FoldReport, Vec<Prediction>)> {
         let (name, grid) = self.classifier.grid();
         let fold_name = &fold.split.name;
-        let jobs: Vec<(usize, usize)> = (0..grid.len())
-            .flat_map(|g| (0..fold.selection.len()).map(move |s| (g, s)))
-            .collect();
-        let job = |&(g, s): &(usize, usize)| self.predict(&fold.selection[s], grid[g], fold_name);
+        let job = |split: &Split| self.predict(split, &grid, fold_name);
         // libtorch runs its own threads and a global seed: train MLPs one at a time.
-        let outputs: Vec<Array2<f64>> = match self.classifier.kind {
-            ClassifierKind::Logistic => jobs.par_iter().map(job).collect::<Result<_>>()?,
-            ClassifierKind::Mlp => jobs.iter().map(job).collect::<Result<_>>()?,
+        let paths: Vec<Vec<Array2<f64>>> = match self.classifier.kind {
+            ClassifierKind::Logistic => {
+                fold.selection.par_iter().map(job).collect::<Result<_>>()?
+            }
+            ClassifierKind::Mlp => fold.selection.iter().map(job).collect::<Result<_>>()?,
         };
         let mut selection = Vec::with_capacity(grid.len());
         for (g, &value) in grid.iter().enumerate() {
             let mut pooled = ConfusionMatrix::new(self.set.classes.len(), &[], &[]);
             for (s, split) in fold.selection.iter().enumerate() {
-                pooled.add(&self.confusion(&split.test, &outputs[g * fold.selection.len() + s]));
+                pooled.add(&self.confusion(&split.test, &paths[s][g]));
             }
             selection.push(SelectionPoint {
                 value,
@@ -217,7 +215,10 @@ impl Evaluation<'_> {
             })
             .expect("a non-empty grid")
             .value;
-        let probabilities = self.predict(&fold.split, chosen, fold_name)?;
+        let probabilities = self
+            .predict(&fold.split, &[chosen], fold_name)?
+            .pop()
+            .expect("one model");
         let confusion = self.confusion(&fold.split.test, &probabilities);
         let report = FoldReport {
             fold: fold_name.clone(),
@@ -331,14 +332,14 @@ pub fn run(
     }
     progress.finish();
 
-    let mut outputs = BTreeMap::new();
-    for (name, file) in [
-        ("predictions", "predictions.csv"),
-        ("confusion_svg", "confusion.svg"),
-        ("confusion_png", "confusion.png"),
-    ] {
-        outputs.insert(name.to_owned(), out_dir.join(file));
-    }
+    let outputs = report::output_paths(
+        out_dir,
+        &[
+            ("predictions", "predictions.csv"),
+            ("confusion_svg", "confusion.svg"),
+            ("confusion_png", "confusion.png"),
+        ],
+    );
     write_predictions(&outputs["predictions"], &set, &predictions)?;
     let scores = pooled.scores();
     let plot = confusion_plot::ConfusionPlot {
@@ -374,11 +375,7 @@ pub fn run(
         num_unlabelled: set.unlabelled,
         confusion: pooled.counts.clone(),
         folds: fold_reports,
-        inputs: inputs.clone(),
-        config: config.clone(),
-        outputs,
-        tool_version: TOOL_VERSION,
-        wall_seconds: started.elapsed().as_secs_f64(),
+        run: Provenance::new(inputs.clone(), config.clone(), outputs, started),
     };
     report::write(out_dir, &report, &markdown(&report))?;
     tracing::info!(
@@ -485,17 +482,17 @@ fn markdown(report: &EmotionReport) -> String {
         "# Emotion recognition: {}\n\n{} classifier ({} class weights), {} folds from the `{}` column, \
          {} evaluated utterances.\n\n{}\n## Folds\n\n{}\n## Confusion matrix (pooled)\n\n{}\n\
          Picture: `confusion.svg`, `confusion.png`; predictions: `predictions.csv`.\n",
-        report.inputs.manifest.display(),
-        match report.config.classifier {
+        report.run.inputs.manifest.display(),
+        match report.run.config.classifier {
             ClassifierKind::Logistic => "Multinomial logistic-regression",
             ClassifierKind::Mlp => "MLP",
         },
-        match report.config.class_weight {
+        match report.run.config.class_weight {
             ClassWeight::Balanced => "balanced",
             ClassWeight::None => "no",
         },
         report.folds.len(),
-        match report.config.folds {
+        match report.run.config.folds {
             FoldSource::Fold => "fold",
             FoldSource::Split => "split",
         },

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
 use crate::inputs::EmbeddingFile;
-use crate::report::{self, TOOL_VERSION, markdown_table};
+use crate::report::{self, Provenance, markdown_table};
 use detection::{MinDcf, Roc};
 use preprocess::Preprocess;
 use scoring::IndexedTrials;
@@ -107,11 +107,8 @@ pub struct SvReport {
     pub without_asnorm: Option<Detection>,
     /// Cohort size and the top-N actually used, when AS-norm was applied.
     pub asnorm: Option<AsNormSummary>,
-    pub inputs: SvInputs,
-    pub config: SvConfig,
-    pub outputs: BTreeMap<String, PathBuf>,
-    pub tool_version: &'static str,
-    pub wall_seconds: f64,
+    #[serde(flatten)]
+    pub run: Provenance<SvInputs, SvConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -187,14 +184,14 @@ pub fn run(inputs: &SvInputs, config: &SvConfig, out_dir: &Path) -> Result<SvRep
     let detection = Detection::new(&roc, config);
 
     let scoring = describe_scoring(inputs, config, asnorm);
-    let mut outputs = BTreeMap::new();
-    for (name, file) in [
-        ("scores", "scores.txt"),
-        ("det_svg", "det.svg"),
-        ("det_png", "det.png"),
-    ] {
-        outputs.insert(name.to_owned(), out_dir.join(file));
-    }
+    let outputs = report::output_paths(
+        out_dir,
+        &[
+            ("scores", "scores.txt"),
+            ("det_svg", "det.svg"),
+            ("det_png", "det.png"),
+        ],
+    );
     stage_kit::write_bytes_atomically(
         &outputs["scores"],
         scores_text(&trials, &scores).as_bytes(),
@@ -224,11 +221,7 @@ pub fn run(inputs: &SvInputs, config: &SvConfig, out_dir: &Path) -> Result<SvRep
         detection,
         without_asnorm,
         asnorm,
-        inputs: inputs.clone(),
-        config: config.clone(),
-        outputs,
-        tool_version: TOOL_VERSION,
-        wall_seconds: started.elapsed().as_secs_f64(),
+        run: Provenance::new(inputs.clone(), config.clone(), outputs, started),
     };
     report::write(out_dir, &report, &markdown(&report))?;
     tracing::info!(
@@ -312,13 +305,13 @@ fn markdown(report: &SvReport) -> String {
     format!(
         "# Speaker verification: {}\n\n{}\n{} trials ({} target, {} non-target) over {} utterances; \
          scoring: {}.\n\nEmbeddings: `{}`. DET curve: `det.svg`, `det.png`; scores: `scores.txt`.\n",
-        file_label(&report.inputs.trials),
+        file_label(&report.run.inputs.trials),
         markdown_table(&header, &rows),
         report.num_trials,
         report.num_targets,
         report.num_nontargets,
         report.num_utterances,
         report.scoring,
-        report.inputs.embeddings.display(),
+        report.run.inputs.embeddings.display(),
     )
 }

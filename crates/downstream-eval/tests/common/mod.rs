@@ -5,11 +5,22 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
 
 use data_manifest::{Trial, TrialList};
 use feature_extract::Embeddings;
 use ndarray::Array2;
 use rand::Rng;
+
+/// Serialises the tests of one binary. HDF5 opens files without close-on-exec and locks
+/// them, so a CLI child spawned by one test thread can inherit, and hold, the lock of a
+/// file another thread is writing at that moment; its later readers then fail with EAGAIN.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A standard normal draw (Box-Muller).
 pub fn normal(rng: &mut impl Rng) -> f64 {
