@@ -211,6 +211,7 @@ pub fn run(
                 "embedding": "per-bin mean and standard deviation of log-mel fbank frames",
                 "features": description,
                 "manifest": manifest_path,
+                "config": config,
             })
             .to_string(),
         }
@@ -220,6 +221,7 @@ pub fn run(
 }
 
 impl BaselineSummary {
+    /// Share of the manifest's utterances that got no embedding.
     pub fn reject_fraction(&self) -> f64 {
         self.rejects.len() as f64 / (self.rejects.len() + self.written).max(1) as f64
     }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+/// Why an evaluation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error(transparent)]
@@ -49,6 +50,7 @@ pub enum EvalError {
 }
 
 impl EvalError {
+    /// A readable but unusable input, with what is wrong with it.
     pub fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         EvalError::Invalid {
             path: path.into(),
@@ -82,4 +84,5 @@ pub fn shorten_list(items: &[&str], max: usize) -> String {
     text
 }
 
+/// Result of the evaluation library.
 pub type Result<T> = std::result::Result<T, EvalError>;

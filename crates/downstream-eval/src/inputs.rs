@@ -55,6 +55,7 @@ impl EmbeddingFile {
         })
     }
 
+    /// Embedding dimension.
     pub fn dim(&self) -> usize {
         self.embeddings.dim()
     }

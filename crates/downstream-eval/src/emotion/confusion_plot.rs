@@ -16,6 +16,7 @@ const TOP: u32 = 70;
 const BOTTOM: u32 = 110;
 const RIGHT: u32 = 30;
 
+/// A confusion-matrix figure with its class names and title.
 pub struct ConfusionPlot<'a> {
     pub matrix: &'a ConfusionMatrix,
     pub classes: &'a [String],

@@ -93,10 +93,12 @@ impl LabelledSet {
         })
     }
 
+    /// Number of labelled utterances.
     pub fn len(&self) -> usize {
         self.utt_ids.len()
     }
 
+    /// Whether there is no labelled utterance.
     pub fn is_empty(&self) -> bool {
         self.utt_ids.is_empty()
     }

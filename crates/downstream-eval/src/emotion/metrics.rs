@@ -22,6 +22,7 @@ pub struct ClassificationScores {
 }
 
 impl ConfusionMatrix {
+    /// Counts the (truth, prediction) pairs over `n_classes` classes.
     pub fn new(n_classes: usize, truth: &[usize], predicted: &[usize]) -> Self {
         let mut counts = vec![vec![0; n_classes]; n_classes];
         for (&t, &p) in truth.iter().zip(predicted) {
@@ -30,6 +31,7 @@ impl ConfusionMatrix {
         ConfusionMatrix { counts }
     }
 
+    /// Number of classes (rows and columns).
     pub fn n_classes(&self) -> usize {
         self.counts.len()
     }
@@ -42,15 +44,18 @@ impl ConfusionMatrix {
         self.counts.iter().map(|row| row[c]).sum()
     }
 
+    /// Number of predictions counted.
     pub fn total(&self) -> u64 {
         self.counts.iter().flatten().sum()
     }
 
+    /// Micro-averaged F1: correct predictions over all predictions.
     pub fn micro_f1(&self) -> f64 {
         let correct: u64 = (0..self.n_classes()).map(|c| self.counts[c][c]).sum();
         correct as f64 / self.total().max(1) as f64
     }
 
+    /// Unweighted mean of the per-class F1 over the classes seen in truth or predictions.
     pub fn macro_f1(&self) -> f64 {
         let f1s: Vec<f64> = (0..self.n_classes())
             .filter(|&c| self.true_count(c) + self.predicted_count(c) > 0)
@@ -62,6 +67,7 @@ impl ConfusionMatrix {
         mean(&f1s)
     }
 
+    /// Unweighted average recall over the classes seen in the truth.
     pub fn uar(&self) -> f64 {
         let recalls: Vec<f64> = (0..self.n_classes())
             .filter(|&c| self.true_count(c) > 0)
@@ -70,6 +76,7 @@ impl ConfusionMatrix {
         mean(&recalls)
     }
 
+    /// All three headline metrics.
     pub fn scores(&self) -> ClassificationScores {
         ClassificationScores {
             micro_f1: self.micro_f1(),

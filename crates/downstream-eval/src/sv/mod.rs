@@ -73,6 +73,7 @@ pub struct Detection {
 }
 
 impl Detection {
+    /// EERs and the configured minDCF operating points of `roc`.
     pub fn new(roc: &Roc, config: &SvConfig) -> Self {
         Detection {
             eer: roc.eer_rocch(),
@@ -111,6 +112,7 @@ pub struct SvReport {
     pub run: Provenance<SvInputs, SvConfig>,
 }
 
+/// How AS-norm was applied.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct AsNormSummary {
     pub cohort_size: usize,
