@@ -174,6 +174,40 @@ fn cli_metrics_match_scikit_learn_on_the_written_predictions() {
 }
 
 #[test]
+fn official_split_trains_on_train_chooses_on_development_and_tests_on_test() {
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, embeddings) = synthetic_corpus(dir.path());
+    // Speakers 0-4 train, 5 development, 6-7 test; the fold column is ignored.
+    let mut m = UtteranceManifest::read(&manifest).unwrap();
+    for u in &mut m.utterances {
+        let speaker: usize = u.speaker.as_deref().unwrap()[3..].parse().unwrap();
+        u.split = match speaker {
+            0..=4 => "train",
+            5 => "development",
+            _ => "test",
+        }
+        .to_owned();
+    }
+    m.write(&manifest).unwrap();
+    let out = dir.path().join("out");
+    run_emotion(&manifest, &embeddings, &out, &["--folds", "split"]);
+    let report = read_json(&out.join("report.json"));
+    let folds = report["folds"].as_array().unwrap();
+    assert_eq!(folds.len(), 1);
+    assert_eq!(folds[0]["fold"], "test");
+    assert_eq!(folds[0]["num_train"], 5 * 40);
+    assert_eq!(folds[0]["num_test"], 2 * 40);
+    assert_eq!(
+        folds[0]["selection"].as_array().unwrap().len(),
+        5,
+        "one score per C"
+    );
+    assert_eq!(report["num_evaluated"], 80);
+    assert_eq!(report["micro_f1"], folds[0]["micro_f1"]);
+}
+
+#[test]
 fn mlp_classifier_runs_end_to_end() {
     let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
