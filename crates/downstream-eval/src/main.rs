@@ -76,7 +76,7 @@ enum Command {
         /// Seed of every random stream (inner splits, MLP) [default: 0].
         #[arg(long)]
         seed: Option<u64>,
-        /// TOML file with EmotionConfig keys (folds, classifier, class_weight,
+        /// TOML file with EmotionConfig keys (folds, classifier, class_weight, split_names,
         /// selection_metric, inner_folds, seed, [logistic], [mlp]); flags override it.
         #[arg(long)]
         config: Option<PathBuf>,

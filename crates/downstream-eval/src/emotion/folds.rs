@@ -20,12 +20,31 @@ pub enum FoldSource {
     /// CREMA-D / RAVDESS folds).
     Fold,
     /// The `split` column: train on `train`, choose on `development` (or `dev`,
-    /// `validation`), test on `test` (MSP-Podcast).
+    /// `validation`), test on `test` or `test1` (MSP-Podcast); see [`SplitNames`].
     Split,
 }
 
-/// `split` values taken as the development set.
-const DEVELOPMENT_NAMES: &[&str] = &["development", "dev", "validation"];
+/// Which `split` values make up the parts of `--folds split`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SplitNames {
+    pub train: Vec<String>,
+    /// Chooses the hyperparameter; without any, speaker splits of the training part do.
+    pub development: Vec<String>,
+    /// MSP-Podcast's scanner writes `test1` / `test2` (lower-cased `Split_Set`).
+    pub test: Vec<String>,
+}
+
+impl Default for SplitNames {
+    fn default() -> Self {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect();
+        SplitNames {
+            train: names(&["train"]),
+            development: names(&["development", "dev", "validation"]),
+            test: names(&["test", "test1"]),
+        }
+    }
+}
 
 /// The labelled utterances of a manifest, resolved to embedding rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,9 +157,10 @@ pub struct OuterFold {
 }
 
 /// How the evaluation is split into folds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FoldPlan {
     pub source: FoldSource,
+    pub split_names: SplitNames,
     /// Most inner splits per outer fold; groups are merged (seeded) when there are more.
     pub inner_folds: usize,
     pub seed: u64,
@@ -240,13 +260,17 @@ impl FoldPlan {
     }
 
     fn by_split_column(&self, set: &LabelledSet, manifest_path: &Path) -> Result<OuterFold> {
-        let part = |names: &[&str]| -> Vec<usize> {
+        let part = |names: &[String]| -> Vec<usize> {
             (0..set.len())
-                .filter(|&i| names.contains(&set.splits[i].as_str()))
+                .filter(|&i| names.contains(&set.splits[i]))
                 .collect()
         };
-        let (train, development, test) =
-            (part(&["train"]), part(DEVELOPMENT_NAMES), part(&["test"]));
+        let names = &self.split_names;
+        let (train, development, test) = (
+            part(&names.train),
+            part(&names.development),
+            part(&names.test),
+        );
         let other = set.len() - train.len() - development.len() - test.len();
         if other > 0 {
             tracing::warn!(
@@ -257,7 +281,9 @@ impl FoldPlan {
             return Err(EvalError::invalid(
                 manifest_path,
                 format!(
-                    "--folds split needs `train` and `test` utterances (found {} and {})",
+                    "--folds split needs training ({}) and test ({}) utterances, found {} and {}",
+                    names.train.join("/"),
+                    names.test.join("/"),
                     train.len(),
                     test.len()
                 ),
@@ -396,6 +422,7 @@ mod tests {
             &["a", "b", "c", "d", "e", "f"],
         );
         let plan = FoldPlan {
+            split_names: SplitNames::default(),
             source: FoldSource::Fold,
             inner_folds: 5,
             seed: 0,
@@ -421,6 +448,7 @@ mod tests {
             &["a"; 6],
         );
         let plan = FoldPlan {
+            split_names: SplitNames::default(),
             source: FoldSource::Fold,
             inner_folds: 5,
             seed: 0,
@@ -457,6 +485,7 @@ mod tests {
             .map(String::from)
             .into();
         let plan = FoldPlan {
+            split_names: SplitNames::default(),
             source: FoldSource::Split,
             inner_folds: 5,
             seed: 0,

@@ -25,7 +25,7 @@ use crate::error::{EvalError, Result};
 use crate::inputs::EmbeddingFile;
 use crate::report::{self, Provenance, markdown_table};
 use classifier::{ClassWeight, Classifier, ClassifierKind, LogisticConfig};
-use folds::{FoldPlan, FoldSource, LabelledSet, OuterFold, Split};
+use folds::{FoldPlan, FoldSource, LabelledSet, OuterFold, Split, SplitNames};
 use metrics::{ClassificationScores, ConfusionMatrix};
 use mlp::MlpConfig;
 use standardize::Standardizer;
@@ -54,6 +54,8 @@ impl SelectionMetric {
 #[serde(deny_unknown_fields, default)]
 pub struct EmotionConfig {
     pub folds: FoldSource,
+    /// `split` values of the parts, for `folds = "split"`.
+    pub split_names: SplitNames,
     pub classifier: ClassifierKind,
     pub class_weight: ClassWeight,
     pub selection_metric: SelectionMetric,
@@ -68,6 +70,7 @@ impl Default for EmotionConfig {
     fn default() -> Self {
         EmotionConfig {
             folds: FoldSource::Fold,
+            split_names: SplitNames::default(),
             classifier: ClassifierKind::Logistic,
             class_weight: ClassWeight::Balanced,
             selection_metric: SelectionMetric::MicroF1,
@@ -284,6 +287,7 @@ pub fn run(
     let set = LabelledSet::new(&manifest, &inputs.manifest, &embeddings)?;
     let plan = FoldPlan {
         source: config.folds,
+        split_names: config.split_names.clone(),
         inner_folds: config.inner_folds,
         seed: config.seed,
     };
