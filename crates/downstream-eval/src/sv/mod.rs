@@ -1,0 +1,319 @@
+//! Speaker verification on frozen embeddings: cosine scoring of a trial list (optionally
+//! with mean subtraction, length normalisation and AS-norm), EER / minDCF, a DET plot, the
+//! scores in Kaldi/VoxCeleb form and a report.
+
+pub mod asnorm;
+pub mod det_plot;
+pub mod detection;
+pub mod preprocess;
+pub mod scoring;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use data_manifest::TrialList;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EvalError, Result};
+use crate::inputs::EmbeddingFile;
+use crate::report::{self, Provenance, markdown_table};
+use detection::{MinDcf, Roc};
+use preprocess::Preprocess;
+use scoring::IndexedTrials;
+
+/// Scoring and metric settings of `downstream-eval sv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SvConfig {
+    /// L2-normalise embeddings before the training mean is estimated and subtracted.
+    pub length_norm: bool,
+    /// AS-norm: how many of the highest cohort scores describe each utterance.
+    pub asnorm_top: usize,
+    /// Target priors of the reported minDCF operating points.
+    pub p_targets: Vec<f64>,
+    pub c_miss: f64,
+    pub c_fa: f64,
+}
+
+impl Default for SvConfig {
+    fn default() -> Self {
+        SvConfig {
+            length_norm: false,
+            asnorm_top: 300,
+            p_targets: vec![0.01, 0.05],
+            c_miss: 1.0,
+            c_fa: 1.0,
+        }
+    }
+}
+
+/// Input files of `downstream-eval sv`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SvInputs {
+    /// `embeddings.h5` holding every utterance of the trial list.
+    pub embeddings: PathBuf,
+    /// `trials.parquet`.
+    pub trials: PathBuf,
+    /// Embeddings whose mean is subtracted (a training set), if any.
+    pub mean_embeddings: Option<PathBuf>,
+    /// AS-norm cohort embeddings, if any.
+    pub cohort_embeddings: Option<PathBuf>,
+}
+
+/// Error rates of one set of scores.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detection {
+    /// EER of the ROC convex hull (hyperion / BOSARIS).
+    pub eer: f64,
+    /// EER by interpolation between the two points around the crossing (wespeaker).
+    pub eer_interpolated: f64,
+    pub min_dcf: Vec<MinDcf>,
+}
+
+impl Detection {
+    /// EERs and the configured minDCF operating points of `roc`.
+    pub fn new(roc: &Roc, config: &SvConfig) -> Self {
+        Detection {
+            eer: roc.eer_rocch(),
+            eer_interpolated: roc.eer_interpolated(),
+            min_dcf: config
+                .p_targets
+                .iter()
+                .map(|&p| roc.min_dcf(p, config.c_miss, config.c_fa))
+                .collect(),
+        }
+    }
+}
+
+/// `report.json` of `downstream-eval sv`: headline metrics first (`eer`,
+/// `eer_interpolated`, `min_dcf_<p>`), then details.
+#[derive(Debug, Clone, Serialize)]
+pub struct SvReport {
+    pub task: &'static str,
+    pub eer: f64,
+    pub eer_interpolated: f64,
+    /// `min_dcf_0.01`, `min_dcf_0.05`, ...: normalised minDCF per target prior.
+    #[serde(flatten)]
+    pub min_dcf_by_prior: BTreeMap<String, f64>,
+    pub num_trials: usize,
+    pub num_targets: usize,
+    pub num_nontargets: usize,
+    pub num_utterances: usize,
+    /// What produced the final scores, in words.
+    pub scoring: String,
+    pub detection: Detection,
+    /// Plain cosine scores' metrics, when AS-norm produced the headline.
+    pub without_asnorm: Option<Detection>,
+    /// Cohort size and the top-N actually used, when AS-norm was applied.
+    pub asnorm: Option<AsNormSummary>,
+    #[serde(flatten)]
+    pub run: Provenance<SvInputs, SvConfig>,
+}
+
+/// How AS-norm was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AsNormSummary {
+    pub cohort_size: usize,
+    pub top_n: usize,
+}
+
+/// Scores the trial list and writes `scores.txt`, `det.svg`, `det.png`, `report.json` and
+/// `report.md` into `out_dir`.
+pub fn run(inputs: &SvInputs, config: &SvConfig, out_dir: &Path) -> Result<SvReport> {
+    let started = Instant::now();
+    let embeddings = EmbeddingFile::read(&inputs.embeddings)?;
+    let trials = TrialList::read(&inputs.trials)?;
+    if trials.trials.is_empty() {
+        return Err(EvalError::invalid(
+            &inputs.trials,
+            "the trial list is empty",
+        ));
+    }
+    let trials_name = inputs.trials.display().to_string();
+    let indexed = IndexedTrials::new(&trials, &embeddings, &trials_name)?;
+    tracing::info!(
+        "{} trials over {} utterances, {}-dimensional embeddings",
+        trials.trials.len(),
+        indexed.rows.len(),
+        embeddings.dim()
+    );
+
+    let mean_source = inputs
+        .mean_embeddings
+        .as_deref()
+        .map(EmbeddingFile::read)
+        .transpose()?;
+    if let Some(source) = &mean_source {
+        embeddings.check_same_dim(source)?;
+    }
+    let preprocess = Preprocess::new(
+        config.length_norm,
+        mean_source.as_ref().map(|s| s.embeddings.vectors.view()),
+    );
+    let unit = preprocess.unit_rows(embeddings.embeddings.vectors.view(), &indexed.rows);
+    let cosine = scoring::cosine_scores(unit.view(), &indexed.pairs);
+
+    let roc_error = |e: detection::RocError| EvalError::invalid(&inputs.trials, e.to_string());
+    let (scores, asnorm, without_asnorm) = match &inputs.cohort_embeddings {
+        None => (cosine, None, None),
+        Some(path) => {
+            let cohort = EmbeddingFile::read(path)?;
+            embeddings.check_same_dim(&cohort)?;
+            let cohort_unit = preprocess.unit_all(cohort.embeddings.vectors.view());
+            let summary = AsNormSummary {
+                cohort_size: cohort_unit.nrows(),
+                top_n: config.asnorm_top.clamp(1, cohort_unit.nrows()),
+            };
+            if summary.top_n != config.asnorm_top {
+                tracing::warn!(
+                    "AS-norm top {} exceeds the cohort of {}: using all of it",
+                    config.asnorm_top,
+                    summary.top_n
+                );
+            }
+            let stats = asnorm::cohort_stats(unit.view(), cohort_unit.view(), summary.top_n);
+            let normed = asnorm::as_norm(&cosine, &indexed.pairs, &stats);
+            let plain = Detection::new(
+                &Roc::new(&cosine, &indexed.targets).map_err(roc_error)?,
+                config,
+            );
+            (normed, Some(summary), Some(plain))
+        }
+    };
+    let roc = Roc::new(&scores, &indexed.targets).map_err(roc_error)?;
+    let detection = Detection::new(&roc, config);
+
+    let scoring = describe_scoring(inputs, config, asnorm);
+    let outputs = report::output_paths(
+        out_dir,
+        &[
+            ("scores", "scores.txt"),
+            ("det_svg", "det.svg"),
+            ("det_png", "det.png"),
+        ],
+    );
+    stage_kit::write_bytes_atomically(
+        &outputs["scores"],
+        scores_text(&trials, &scores).as_bytes(),
+    )?;
+    let plot = det_plot::DetPlot {
+        roc: &roc,
+        eer: detection.eer,
+        min_dcfs: &detection.min_dcf,
+        title: format!("DET: {}", file_label(&inputs.trials)),
+    };
+    crate::plot::save(&plot, &outputs["det_svg"], &outputs["det_png"])?;
+
+    let report = SvReport {
+        task: "sv",
+        eer: detection.eer,
+        eer_interpolated: detection.eer_interpolated,
+        min_dcf_by_prior: detection
+            .min_dcf
+            .iter()
+            .map(|d| (format!("min_dcf_{}", d.p_target), d.min_dcf))
+            .collect(),
+        num_trials: trials.trials.len(),
+        num_targets: roc.num_targets,
+        num_nontargets: roc.num_nontargets,
+        num_utterances: indexed.rows.len(),
+        scoring,
+        detection,
+        without_asnorm,
+        asnorm,
+        run: Provenance::new(inputs.clone(), config.clone(), outputs, started),
+    };
+    report::write(out_dir, &report, &markdown(&report))?;
+    tracing::info!(
+        "EER {:.3} % (interpolated {:.3} %), {}",
+        100.0 * report.eer,
+        100.0 * report.eer_interpolated,
+        report
+            .min_dcf_by_prior
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.4}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(report)
+}
+
+/// `enroll test score` lines, one per trial in list order (Kaldi / VoxCeleb form).
+fn scores_text(trials: &TrialList, scores: &[f32]) -> String {
+    let mut text = String::with_capacity(trials.trials.len() * 48);
+    for (trial, score) in trials.trials.iter().zip(scores) {
+        writeln!(text, "{} {} {score}", trial.enroll, trial.test).expect("writing to a String");
+    }
+    text
+}
+
+fn describe_scoring(inputs: &SvInputs, config: &SvConfig, asnorm: Option<AsNormSummary>) -> String {
+    let mut steps = Vec::new();
+    if config.length_norm {
+        steps.push("length normalisation".to_owned());
+    }
+    if let Some(mean) = &inputs.mean_embeddings {
+        steps.push(format!("mean of {} subtracted", file_label(mean)));
+    }
+    steps.push("cosine".to_owned());
+    if let Some(a) = asnorm {
+        steps.push(format!(
+            "AS-norm (top {} of a {}-vector cohort)",
+            a.top_n, a.cohort_size
+        ));
+    }
+    steps.join(", ")
+}
+
+/// The file name of a path, for titles.
+fn file_label(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+fn markdown(report: &SvReport) -> String {
+    let percent = |x: f64| format!("{:.3} %", 100.0 * x);
+    let mut columns = vec![("score", &report.detection)];
+    if let Some(plain) = &report.without_asnorm {
+        columns = vec![("cosine", plain), ("AS-norm", &report.detection)];
+    }
+    let mut header = vec!["metric"];
+    header.extend(columns.iter().map(|c| c.0));
+    let mut rows = vec![
+        std::iter::once("EER (ROCCH)".to_owned())
+            .chain(columns.iter().map(|c| percent(c.1.eer)))
+            .collect::<Vec<_>>(),
+        std::iter::once("EER (interpolated)".to_owned())
+            .chain(columns.iter().map(|c| percent(c.1.eer_interpolated)))
+            .collect(),
+    ];
+    for (i, dcf) in report.detection.min_dcf.iter().enumerate() {
+        rows.push(
+            std::iter::once(format!(
+                "minDCF (p_target {}, C_miss {}, C_fa {})",
+                dcf.p_target, dcf.c_miss, dcf.c_fa
+            ))
+            .chain(
+                columns
+                    .iter()
+                    .map(|c| format!("{:.4}", c.1.min_dcf[i].min_dcf)),
+            )
+            .collect(),
+        );
+    }
+    format!(
+        "# Speaker verification: {}\n\n{}\n{} trials ({} target, {} non-target) over {} utterances; \
+         scoring: {}.\n\nEmbeddings: `{}`. DET curve: `det.svg`, `det.png`; scores: `scores.txt`.\n",
+        file_label(&report.run.inputs.trials),
+        markdown_table(&header, &rows),
+        report.num_trials,
+        report.num_targets,
+        report.num_nontargets,
+        report.num_utterances,
+        report.scoring,
+        report.run.inputs.embeddings.display(),
+    )
+}
