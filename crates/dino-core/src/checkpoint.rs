@@ -230,6 +230,7 @@ pub fn restore_vars(
 }
 
 /// A folder of step checkpoints `step-NNNNNNNN.safetensors`, keeping the newest `keep`.
+#[derive(Debug, Clone)]
 pub struct CheckpointDir {
     pub dir: PathBuf,
     pub keep: usize,

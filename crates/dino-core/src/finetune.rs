@@ -145,6 +145,11 @@ pub fn run(
         config.batch_size,
         config.max_steps_per_epoch,
         items,
+        CheckpointDir {
+            dir: paths.out_dir.join("checkpoints"),
+            keep: config.keep_checkpoints,
+        },
+        "finetune",
     )?;
     (plan.workers, plan.prefetch, plan.checkpoint_every) =
         (config.workers, config.prefetch, config.checkpoint_every);
@@ -167,24 +172,18 @@ pub fn run(
         &paths.init,
     )?;
     drop(init);
-    let ckpts = CheckpointDir {
-        dir: paths.out_dir.join("checkpoints"),
-        keep: config.keep_checkpoints,
-    };
     let mut step = 0;
-    if resume && let Some(loaded) = training::resumable(&ckpts, &config_json)? {
-        step = task.restore(&loaded, &ckpts.path_for(loaded.meta.step))?;
+    if resume && let Some(loaded) = training::resumable(&plan.checkpoints, &config_json)? {
+        step = task.restore(&loaded, &plan.checkpoints.path_for(loaded.meta.step))?;
     }
     let mut log = training::open_log(&paths.out_dir, STEP_LOG, step)?;
     let outcome = training::run(
         &plan,
         &sampler,
         &mut task,
-        &ckpts,
         &mut log,
         step,
         stop_after.unwrap_or(usize::MAX),
-        "finetune",
     )?;
     if outcome.step < plan.total_steps() {
         tracing::info!(

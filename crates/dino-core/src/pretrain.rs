@@ -171,24 +171,23 @@ pub fn run(
         config.batch_size,
         config.max_steps_per_epoch,
         items,
+        CheckpointDir {
+            dir: paths.out_dir.join("checkpoints"),
+            keep: config.keep_checkpoints,
+        },
+        "pretrain",
     )?;
     (plan.workers, plan.prefetch, plan.checkpoint_every) =
         (config.workers, config.prefetch, config.checkpoint_every);
     let config_json = serde_json::to_value(config).map_err(|e| Error::Config(e.to_string()))?;
     let mut task = DinoTask::new(config, config_json.clone(), &plan, features, device);
-    let ckpts = CheckpointDir {
-        dir: paths.out_dir.join("checkpoints"),
-        keep: config.keep_checkpoints,
-    };
     let mut step = 0;
-    if resume && let Some(loaded) = training::resumable(&ckpts, &config_json)? {
-        step = task.restore(&loaded, &ckpts.path_for(loaded.meta.step))?;
+    if resume && let Some(loaded) = training::resumable(&plan.checkpoints, &config_json)? {
+        step = task.restore(&loaded, &plan.checkpoints.path_for(loaded.meta.step))?;
     }
     let mut log = training::open_log(&paths.out_dir, STEP_LOG, step)?;
     let end = stop.step.unwrap_or(usize::MAX);
-    let outcome = training::run(
-        &plan, &sampler, &mut task, &ckpts, &mut log, step, end, "pretrain",
-    )?;
+    let outcome = training::run(&plan, &sampler, &mut task, &mut log, step, end)?;
     if outcome.step < plan.total_steps() {
         tracing::info!(
             "stopped at step {} of {} as asked",
@@ -352,7 +351,7 @@ impl Task for DinoTask<'_> {
         }
         if let Some(what) = monitor::collapse(&stats, c.model.head.out_dim) {
             self.collapse_warnings += 1;
-            if self.collapse_warnings == 1 || self.collapse_warnings % 100 == 0 {
+            if self.collapse_warnings == 1 || self.collapse_warnings.is_multiple_of(100) {
                 tracing::warn!(
                     "step {step}: {what} (entropy {:.3}, batch entropy {:.3})",
                     stats.entropy,

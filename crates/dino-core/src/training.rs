@@ -39,6 +39,10 @@ pub struct Plan {
     pub workers: usize,
     pub prefetch: usize,
     pub checkpoint_every: usize,
+    /// Where checkpoints go.
+    pub checkpoints: CheckpointDir,
+    /// Name of the progress display.
+    pub label: &'static str,
 }
 
 impl Plan {
@@ -50,6 +54,8 @@ impl Plan {
         batch_size: usize,
         max_steps_per_epoch: Option<usize>,
         items: Vec<usize>,
+        checkpoints: CheckpointDir,
+        label: &'static str,
     ) -> Result<Self> {
         let batch = batch_size.min(items.len()).max(1);
         let mut steps_per_epoch = items.len() / batch;
@@ -71,6 +77,8 @@ impl Plan {
             workers: 2,
             prefetch: 4,
             checkpoint_every: 1000,
+            checkpoints,
+            label,
         })
     }
 
@@ -98,19 +106,17 @@ pub struct Outcome {
     pub mean_data_wait_share: f64,
 }
 
-/// Runs steps `start..end` of `plan`, checkpointing into `ckpts` and logging to `log`.
+/// Runs steps `start..end` of `plan`, logging to `log`.
 pub fn run(
     plan: &Plan,
     sampler: &Arc<CropSampler>,
     task: &mut impl Task,
-    ckpts: &CheckpointDir,
     log: &mut StepLog,
     start: usize,
     end: usize,
-    label: &str,
 ) -> Result<Outcome> {
     let end = end.min(plan.total_steps());
-    let mut progress = stage_kit::progress::Progress::new(label, plan.total_steps(), "step");
+    let mut progress = stage_kit::progress::Progress::new(plan.label, plan.total_steps(), "step");
     progress.update(start);
     let mut outcome = Outcome {
         step: start,
@@ -156,9 +162,12 @@ pub fn run(
             outcome.last = record;
             progress.update(1);
             let s = outcome.step;
-            if s % plan.checkpoint_every.max(1) == 0 || s % plan.steps_per_epoch == 0 || s == end {
+            if s.is_multiple_of(plan.checkpoint_every.max(1))
+                || s.is_multiple_of(plan.steps_per_epoch)
+                || s == end
+            {
                 let (meta, tensors) = task.checkpoint(s / plan.steps_per_epoch, s);
-                ckpts.save(&meta, &tensors)?;
+                plan.checkpoints.save(&meta, &tensors)?;
             }
         }
     }
