@@ -132,10 +132,8 @@ impl fmt::Display for Backend {
 impl ClusterConfig {
     /// Reads a TOML file holding this table.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| stage_kit::FileError::new(path, source))?;
         let config: ClusterConfig = toml::from_str(&text).map_err(|e| Error::Config {
             path: Some(path.to_path_buf()),
             message: e.to_string(),

@@ -9,11 +9,8 @@ pub enum Error {
     Embeddings(#[from] feature_extract::Error),
     #[error(transparent)]
     Manifest(#[from] data_manifest::ManifestError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] stage_kit::FileError),
     /// A configuration value out of range or a TOML file that does not parse.
     #[error("{}invalid clustering configuration: {message}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
     Config {
@@ -32,15 +29,6 @@ pub enum Error {
     Linfa(String),
     #[error("PCA: eigendecomposition of the covariance failed: {0}")]
     Pca(String),
-}
-
-impl From<stage_kit::FileError> for Error {
-    fn from(e: stage_kit::FileError) -> Self {
-        Error::Io {
-            path: e.path,
-            source: e.source,
-        }
-    }
 }
 
 /// Result of the pseudo-labeler library.

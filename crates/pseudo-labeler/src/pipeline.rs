@@ -172,7 +172,6 @@ pub fn pseudo_label(
     };
     let mut rng = stage_kit::rng::stream(config.seed, INIT_STREAM);
     let clustering = kmeans::fit(backend.as_mut(), points.view(), &settings, &mut rng)?;
-    drop(backend);
     let kmeans_seconds = kmeans_started.elapsed().as_secs_f64();
 
     let merged = merge_clusters(
@@ -214,23 +213,7 @@ pub fn pseudo_label(
                 Some((p, speaker.as_str()))
             })
             .collect();
-        let truth: Vec<&str> = known.iter().map(|&(_, s)| s).collect();
-        let of =
-            |f: &dyn Fn(usize) -> i64| -> Vec<i64> { known.iter().map(|&(p, _)| f(p)).collect() };
-        let kept: Vec<(usize, &str)> = known
-            .iter()
-            .copied()
-            .filter(|&(p, _)| members[p].kept)
-            .collect();
-        let kept_truth: Vec<&str> = kept.iter().map(|&(_, s)| s).collect();
-        let kept_clusters: Vec<i64> = kept.iter().map(|&(p, _)| members[p].cluster).collect();
-        Diagnostics {
-            manifest: speakers.source.display().to_string(),
-            utterances_with_speaker: known.len(),
-            kmeans: agreement(&truth, &of(&|p| i64::from(clustering.labels[p]))),
-            assigned: agreement(&truth, &of(&|p| members[p].cluster)),
-            kept: agreement(&kept_truth, &kept_clusters),
-        }
+        diagnose(speakers.source, &known, &clustering.labels, &members)
     });
     if let Some(d) = &diagnostics {
         tracing::info!(
@@ -280,6 +263,33 @@ pub fn pseudo_label(
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok(Outcome { labels, report })
+}
+
+/// Agreement with the true speakers of the `known` utterances (position among the
+/// clustered ones, speaker) for the k-means labels, the final clusters, and the kept ones.
+fn diagnose(
+    manifest: &Path,
+    known: &[(usize, &str)],
+    kmeans_labels: &[u32],
+    members: &[cleanup::Member],
+) -> Diagnostics {
+    let compare = |items: &[(usize, &str)], cluster: &dyn Fn(usize) -> i64| {
+        let truth: Vec<&str> = items.iter().map(|&(_, s)| s).collect();
+        let clusters: Vec<i64> = items.iter().map(|&(p, _)| cluster(p)).collect();
+        agreement(&truth, &clusters)
+    };
+    let kept: Vec<(usize, &str)> = known
+        .iter()
+        .copied()
+        .filter(|&(p, _)| members[p].kept)
+        .collect();
+    Diagnostics {
+        manifest: manifest.display().to_string(),
+        utterances_with_speaker: known.len(),
+        kmeans: compare(known, &|p| i64::from(kmeans_labels[p])),
+        assigned: compare(known, &|p| members[p].cluster),
+        kept: compare(&kept, &|p| members[p].cluster),
+    }
 }
 
 /// One row per embedding, in file order; rejected embeddings get cluster -1, similarity NaN

@@ -191,6 +191,21 @@ mod tests {
     }
 
     #[test]
+    fn device_selection_follows_cuda_availability() {
+        assert_eq!(Compute::select(DeviceChoice::Cpu).unwrap(), Compute::Cpu);
+        if tch::Cuda::is_available() {
+            let cuda = Compute::Torch(tch::Device::Cuda(0));
+            assert_eq!(Compute::select(DeviceChoice::Auto).unwrap(), cuda);
+            assert_eq!(Compute::select(DeviceChoice::Cuda).unwrap(), cuda);
+            assert_eq!(cuda.name(), "cuda:0");
+        } else {
+            assert_eq!(Compute::select(DeviceChoice::Auto).unwrap(), Compute::Cpu);
+            let err = Compute::select(DeviceChoice::Cuda).unwrap_err().to_string();
+            assert!(err.contains("no CUDA device"), "{err}");
+        }
+    }
+
+    #[test]
     fn ties_go_to_the_lower_index_and_one_centroid_has_no_second() {
         let points = array![[0.0f32, 0.0], [2.0, 0.0]];
         let centroids = array![[1.0f32, 0.0], [1.0, 0.0], [-1.0, 0.0]];
