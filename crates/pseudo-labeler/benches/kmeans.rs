@@ -40,7 +40,7 @@ c0 = np.fromfile(centroids_file, dtype="<f4").reshape(k, d)
 km = faiss.Kmeans(d, k, niter=iterations, seed=1, verbose=False,
                   max_points_per_centroid=n, min_points_per_centroid=1)
 km.train(x, init_centroids=c0)
-stats = [km.iteration_stats[i] for i in range(iterations)]
+stats = list(km.iteration_stats)  # faiss may stop early once nothing moves
 times = [s["time"] for s in stats]
 print(json.dumps({
     "seconds": [t - p for t, p in zip(times, [0.0] + times[:-1])],

@@ -39,13 +39,14 @@ impl<'a> CpuNearest<'a> {
     }
 
     /// Runs `reduce` for every block of points against every block of centroids. `reduce`
-    /// gets the block's first centroid index, the partial distances `||c||^2 - 2 x.c` of the
-    /// block as rows of `width` values, and the per-point results of its point block.
+    /// gets the block's first centroid index, the products `-2 x.c` as one row per point,
+    /// the block's `||c||^2` (one per row element; their sums are the partial distances),
+    /// and the per-point results of its point block.
     fn scan<T: Send + Copy>(
         &self,
         centroids: ArrayView2<'_, f32>,
         init: T,
-        reduce: impl Fn(u32, &[f32], usize, &mut [T]) + Sync,
+        reduce: impl Fn(u32, &[f32], &[f32], &mut [T]) + Sync,
     ) -> Vec<T> {
         let dim = self.points.ncols();
         assert_eq!(
@@ -99,12 +100,8 @@ impl<'a> CpuNearest<'a> {
                             gemm::Parallelism::None,
                         );
                     }
-                    for row in products.chunks_exact_mut(width) {
-                        for (p, n) in row.iter_mut().zip(&centroid_norms[start..start + width]) {
-                            *p += n;
-                        }
-                    }
-                    reduce(start as u32, products, width, results);
+                    let norms = &centroid_norms[start..start + width];
+                    reduce(start as u32, products, norms, results);
                 }
             });
         out
@@ -120,9 +117,9 @@ impl NearestCentroids for CpuNearest<'_> {
         let best = self.scan(
             centroids,
             (u32::MAX, f32::INFINITY),
-            |start, products, width, results| {
-                for (row, best) in products.chunks_exact(width).zip(results) {
-                    let (index, value) = row_minimum(row);
+            |start, products, norms, results| {
+                for (row, best) in products.chunks_exact(norms.len()).zip(results) {
+                    let (index, value) = row_minimum(row, norms);
                     if value < best.1 {
                         *best = (start + index as u32, value);
                     }
@@ -136,10 +133,10 @@ impl NearestCentroids for CpuNearest<'_> {
         let two = self.scan(
             centroids,
             TopTwo::EMPTY,
-            |start, products, width, results| {
-                for (row, two) in products.chunks_exact(width).zip(results) {
-                    for (j, &d) in row.iter().enumerate() {
-                        two.offer(start + j as u32, d);
+            |start, products, norms, results| {
+                for (row, two) in products.chunks_exact(norms.len()).zip(results) {
+                    for (j, (&p, &n)) in row.iter().zip(norms).enumerate() {
+                        two.offer(start + j as u32, p + n);
                     }
                 }
             },
@@ -152,26 +149,29 @@ impl NearestCentroids for CpuNearest<'_> {
     }
 }
 
-/// Index and value of the first minimum of a row: a lane-wise minimum the compiler turns
-/// into SIMD, then a search for the first element equal to it.
-fn row_minimum(row: &[f32]) -> (usize, f32) {
+/// Index and value of the first minimum of `row[j] + offsets[j]`: a lane-wise minimum the
+/// compiler turns into SIMD, then a search for the first element equal to it.
+fn row_minimum(row: &[f32], offsets: &[f32]) -> (usize, f32) {
     const LANES: usize = 16;
     let mut lanes = [f32::INFINITY; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (m, &v) in lanes.iter_mut().zip(chunk) {
-            *m = if v < *m { v } else { *m };
+    let chunks = row.chunks_exact(LANES).zip(offsets.chunks_exact(LANES));
+    for (values, offsets) in chunks {
+        for ((m, &v), &o) in lanes.iter_mut().zip(values).zip(offsets) {
+            let d = v + o;
+            *m = if d < *m { d } else { *m };
         }
     }
-    let minimum = tail
+    let tail = row.len() - row.len() % LANES;
+    let minimum = row[tail..]
         .iter()
-        .chain(&lanes)
-        .fold(f32::INFINITY, |m, &v| if v < m { v } else { m });
-    match row.iter().position(|&v| v == minimum) {
+        .zip(&offsets[tail..])
+        .map(|(v, o)| v + o)
+        .chain(lanes)
+        .fold(f32::INFINITY, |m, d| if d < m { d } else { m });
+    match row.iter().zip(offsets).position(|(v, o)| v + o == minimum) {
         Some(index) => (index, minimum),
         // Only NaN everywhere: keep the first centroid, as a linear scan would.
-        None => (0, row[0]),
+        None => (0, row[0] + offsets[0]),
     }
 }
 
@@ -182,10 +182,15 @@ mod tests {
     #[test]
     fn row_minimum_finds_the_first_minimum() {
         let mut row: Vec<f32> = (0..37).map(|i| (i as f32 - 20.0).abs()).collect();
-        assert_eq!(row_minimum(&row), (20, 0.0));
+        let zeros = vec![0.0f32; 37];
+        assert_eq!(row_minimum(&row, &zeros), (20, 0.0));
         row[33] = -1.0;
         row[35] = -1.0;
-        assert_eq!(row_minimum(&row), (33, -1.0));
-        assert_eq!(row_minimum(&[3.0, 2.0]), (1, 2.0));
+        assert_eq!(row_minimum(&row, &zeros), (33, -1.0));
+        // The offsets count: 3 + 0 beats 2 + 2.
+        assert_eq!(row_minimum(&[3.0, 2.0], &[0.0, 2.0]), (0, 3.0));
+        let mut offsets = zeros.clone();
+        offsets[2] = -20.0;
+        assert_eq!(row_minimum(&row, &offsets), (2, -2.0));
     }
 }
