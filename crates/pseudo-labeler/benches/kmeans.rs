@@ -39,12 +39,15 @@ x = np.fromfile(points_file, dtype="<f4").reshape(n, d)
 c0 = np.fromfile(centroids_file, dtype="<f4").reshape(k, d)
 km = faiss.Kmeans(d, k, niter=iterations, seed=1, verbose=False,
                   max_points_per_centroid=n, min_points_per_centroid=1)
+cpu = time.process_time()
 km.train(x, init_centroids=c0)
+cpu = time.process_time() - cpu
 stats = list(km.iteration_stats)  # faiss may stop early once nothing moves
 times = [s["time"] for s in stats]
 print(json.dumps({
     "seconds": [t - p for t, p in zip(times, [0.0] + times[:-1])],
     "objective": [s["obj"] for s in stats],
+    "cpu_seconds": cpu,
     "faiss": faiss.__version__,
 }))
 "#;
@@ -52,6 +55,8 @@ print(json.dumps({
 #[derive(Deserialize)]
 struct FaissRun {
     seconds: Vec<f64>,
+    /// Process CPU time of the whole training.
+    cpu_seconds: f64,
     objective: Vec<f64>,
     faiss: String,
 }
@@ -60,6 +65,8 @@ struct FaissRun {
 struct Timing {
     name: String,
     seconds: Vec<f64>,
+    /// Process CPU seconds over all timed iterations.
+    cpu_seconds: f64,
     inertia: Vec<f64>,
 }
 
@@ -80,17 +87,25 @@ impl Timing {
         }
     }
 
+    /// Process CPU seconds per iteration: with one thread, the cost least sensitive to
+    /// other load (wall time shares the cores; CPU time does not count the waiting).
+    fn cpu_per_iteration(&self) -> f64 {
+        self.cpu_seconds / self.seconds.len() as f64
+    }
+
     /// Adds the iterations of another round of the same backend.
     fn extend(&mut self, other: Timing) {
         self.seconds.extend(other.seconds);
+        self.cpu_seconds += other.cpu_seconds;
     }
 
     fn print(&self, note: &str) {
         println!(
-            "{:<22} {:>8.4} s/iteration best, {:>8.4} median   ({} iterations{note})",
+            "{:<22} {:>8.4} s/iteration best, {:>8.4} median, {:>8.4} CPU s/iteration   ({} iterations{note})",
             self.name,
             self.best(),
             self.median(),
+            self.cpu_per_iteration(),
             self.seconds.len()
         );
     }
@@ -104,6 +119,7 @@ fn time_backend(
 ) -> Timing {
     let mut centroids = initial.clone();
     let (mut seconds, mut inertia) = (Vec::new(), Vec::new());
+    let cpu_started = process_cpu_seconds();
     for _ in 0..iterations {
         let started = Instant::now();
         let step = backend.step(&centroids).expect("k-means step");
@@ -114,7 +130,26 @@ fn time_backend(
     Timing {
         name: name.to_owned(),
         seconds,
+        cpu_seconds: process_cpu_seconds() - cpu_started,
         inertia,
+    }
+}
+
+/// User plus system CPU seconds of this process (all threads), from `/proc/self/stat` in
+/// clock ticks of 1/100 s (Linux's fixed USER_HZ); NaN elsewhere.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the parenthesised command name: state is the first, utime the 12th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
     }
 }
 
@@ -153,6 +188,7 @@ fn run_faiss(args: &[String]) -> Option<(String, Timing)> {
                 Timing {
                     name: "faiss-cpu".to_owned(),
                     seconds: run.seconds,
+                    cpu_seconds: run.cpu_seconds,
                     inertia: run.objective,
                 },
             ))
@@ -265,10 +301,16 @@ fn main() {
     );
     for t in std::iter::once(&batched).chain(&others).chain([&linfa]) {
         println!(
-            "  {:<22} {:>7.3} best   {:>7.3} median",
+            "  {:<22} {:>7.3} best   {:>7.3} median   {:>7.3} CPU time",
             t.name,
             faiss.best() / t.best(),
-            faiss.median() / t.median()
+            faiss.median() / t.median(),
+            faiss.cpu_per_iteration() / t.cpu_per_iteration()
+        );
+    }
+    if threads > 1 {
+        println!(
+            "  (CPU time counts OpenMP's spinning threads in faiss: compare it with RAYON_NUM_THREADS=1)"
         );
     }
     println!(

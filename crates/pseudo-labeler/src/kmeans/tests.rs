@@ -116,7 +116,7 @@ fn assignment_matches_linfa_on_the_same_centroids() {
     let step = linfa.step(&initial).unwrap();
     let engine = Compute::Cpu.engine(points.view()).unwrap();
     assert_eq!(
-        engine.nearest(step.centroids.view()).unwrap(),
+        engine.nearest(step.centroids.view()).unwrap().labels,
         linfa.labels().unwrap()
     );
     let mut batched = Batched::new(points.view(), &*engine);

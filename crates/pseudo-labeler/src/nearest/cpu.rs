@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use ndarray::{ArrayView2, CowArray, Ix2};
 use rayon::prelude::*;
 
-use super::{NearestCentroids, TopTwo, squared_norms};
+use super::{Nearest, NearestCentroids, TopTwo, squared_norms};
 use crate::error::Result;
 
 /// Points per task: one GEMM's rows. 512 rows x 192 dims is 384 KiB, and the product buffer
@@ -113,7 +113,7 @@ impl NearestCentroids for CpuNearest<'_> {
         self.points.nrows()
     }
 
-    fn nearest(&self, centroids: ArrayView2<'_, f32>) -> Result<Vec<u32>> {
+    fn nearest(&self, centroids: ArrayView2<'_, f32>) -> Result<Nearest> {
         let best = self.scan(
             centroids,
             (u32::MAX, f32::INFINITY),
@@ -126,7 +126,14 @@ impl NearestCentroids for CpuNearest<'_> {
                 }
             },
         );
-        Ok(best.into_iter().map(|(index, _)| index).collect())
+        Ok(Nearest {
+            labels: best.iter().map(|&(index, _)| index).collect(),
+            distances: best
+                .iter()
+                .zip(&self.squared_norms)
+                .map(|(&(_, partial), &norm)| (partial + norm).max(0.0))
+                .collect(),
+        })
     }
 
     fn nearest_two(&self, centroids: ArrayView2<'_, f32>) -> Result<Vec<TopTwo>> {

@@ -25,11 +25,21 @@ pub trait NearestCentroids {
         self.len() == 0
     }
 
-    /// Index of the nearest centroid of every point.
-    fn nearest(&self, centroids: ArrayView2<'_, f32>) -> Result<Vec<u32>>;
+    /// The nearest centroid of every point and the squared distance to it.
+    fn nearest(&self, centroids: ArrayView2<'_, f32>) -> Result<Nearest>;
 
     /// The two nearest centroids of every point, with their distances.
     fn nearest_two(&self, centroids: ArrayView2<'_, f32>) -> Result<Vec<TopTwo>>;
+}
+
+/// The nearest centroid of every point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nearest {
+    pub labels: Vec<u32>,
+    /// Squared Euclidean distance of each point to its centroid, from the blocked product
+    /// (`||x||^2 + ||c||^2 - 2 x.c`, clamped at zero): accurate to float rounding of the
+    /// norms, as in faiss.
+    pub distances: Vec<f32>,
 }
 
 /// The closest and second-closest centroid of a point and their squared distances. With a
@@ -169,7 +179,8 @@ mod tests {
         let nearest = engine.nearest(centroids.view()).unwrap();
         let two = engine.nearest_two(centroids.view()).unwrap();
         for (i, (best, distance, second)) in expected.into_iter().enumerate() {
-            assert_eq!(nearest[i] as usize, best, "point {i}");
+            assert_eq!(nearest.labels[i] as usize, best, "point {i}");
+            assert_eq!(nearest.distances[i], two[i].best_distance, "point {i}");
             assert_eq!(two[i].best as usize, best, "point {i}");
             assert_eq!(two[i].second as usize, second, "point {i}");
             assert!(
@@ -211,7 +222,9 @@ mod tests {
         let centroids = array![[1.0f32, 0.0], [1.0, 0.0], [-1.0, 0.0]];
         for compute in [Compute::Cpu, Compute::Torch(tch::Device::Cpu)] {
             let engine = compute.engine(points.view()).unwrap();
-            assert_eq!(engine.nearest(centroids.view()).unwrap(), vec![0, 0]);
+            let nearest = engine.nearest(centroids.view()).unwrap();
+            assert_eq!(nearest.labels, vec![0, 0]);
+            assert_eq!(nearest.distances, vec![1.0, 1.0]);
             let two = engine.nearest_two(centroids.view()).unwrap();
             assert_eq!((two[0].best, two[0].second), (0, 1), "{compute:?}");
             let single = engine

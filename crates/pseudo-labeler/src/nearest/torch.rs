@@ -5,7 +5,7 @@
 use ndarray::ArrayView2;
 use tch::{Device, Kind, Tensor};
 
-use super::{NearestCentroids, TopTwo};
+use super::{Nearest, NearestCentroids, TopTwo};
 use crate::error::Result;
 
 /// Largest points x centroids product per block, in elements (256 MiB of f32): bounds the
@@ -74,23 +74,37 @@ impl TorchNearest {
     }
 }
 
+impl TorchNearest {
+    /// Squared distance to, and index of, the nearest centroid of the points of the block
+    /// starting at row `start`, from the block's partial distances.
+    fn best_of(&self, start: i64, partial: &Tensor) -> Result<(Tensor, Tensor)> {
+        let norms = self.squared_norms.f_narrow(0, start, partial.size()[0])?;
+        let (d, i) = partial.f_min_dim(1, false)?;
+        Ok((d.f_add(&norms)?.f_clamp_min(0.0)?, i))
+    }
+}
+
 impl NearestCentroids for TorchNearest {
     fn len(&self) -> usize {
         self.rows as usize
     }
 
-    fn nearest(&self, centroids: ArrayView2<'_, f32>) -> Result<Vec<u32>> {
+    fn nearest(&self, centroids: ArrayView2<'_, f32>) -> Result<Nearest> {
         let _no_grad = tch::no_grad_guard();
         if self.rows == 0 {
-            return Ok(Vec::new());
+            return Ok(Nearest {
+                labels: Vec::new(),
+                distances: Vec::new(),
+            });
         }
         let prepared = self.prepare(centroids)?;
-        let mut indices = Vec::new();
-        self.for_each_block(&prepared, |_, partial| {
-            indices.push(partial.f_min_dim(1, false)?.1);
+        let mut best = Vec::new();
+        self.for_each_block(&prepared, |start, partial| {
+            best.push(self.best_of(start, &partial)?);
             Ok(())
         })?;
-        to_indices(&Tensor::f_cat(&indices, 0)?)
+        let (distances, labels) = gather(&best)?;
+        Ok(Nearest { labels, distances })
     }
 
     fn nearest_two(&self, centroids: ArrayView2<'_, f32>) -> Result<Vec<TopTwo>> {
@@ -101,27 +115,16 @@ impl NearestCentroids for TorchNearest {
         let prepared = self.prepare(centroids)?;
         let (mut best, mut second) = (Vec::new(), Vec::new());
         self.for_each_block(&prepared, |start, mut partial| {
-            let norms = self.squared_norms.f_narrow(0, start, partial.size()[0])?;
-            let (d1, i1) = partial.f_min_dim(1, false)?;
-            best.push((d1.f_add(&norms)?.f_clamp_min(0.0)?, i1.shallow_clone()));
+            let (d1, i1) = self.best_of(start, &partial)?;
             if prepared.count > 1 {
                 // Mask the best centroid and take the minimum again: unlike topk, min keeps
                 // the first of equal values, as the CPU engine does.
                 let _masked = partial.f_scatter_value_(1, &i1.f_unsqueeze(1)?, f64::INFINITY)?;
-                let (d2, i2) = partial.f_min_dim(1, false)?;
-                second.push((d2.f_add(&norms)?.f_clamp_min(0.0)?, i2));
+                second.push(self.best_of(start, &partial)?);
             }
+            best.push((d1, i1));
             Ok(())
         })?;
-        let gather = |parts: &[(Tensor, Tensor)]| -> Result<(Vec<f32>, Vec<u32>)> {
-            let d: Vec<&Tensor> = parts.iter().map(|p| &p.0).collect();
-            let i: Vec<&Tensor> = parts.iter().map(|p| &p.1).collect();
-            let d = Tensor::f_cat(&d, 0)?.f_to_device(Device::Cpu)?;
-            Ok((
-                Vec::<f32>::try_from(&d)?,
-                to_indices(&Tensor::f_cat(&i, 0)?)?,
-            ))
-        };
         let (d1, i1) = gather(&best)?;
         let (d2, i2) = if second.is_empty() {
             (vec![f32::INFINITY; d1.len()], vec![u32::MAX; d1.len()])
@@ -137,6 +140,17 @@ impl NearestCentroids for TorchNearest {
             })
             .collect())
     }
+}
+
+/// Distances and indices of the blocks, in order, on the host.
+fn gather(parts: &[(Tensor, Tensor)]) -> Result<(Vec<f32>, Vec<u32>)> {
+    let d: Vec<&Tensor> = parts.iter().map(|p| &p.0).collect();
+    let i: Vec<&Tensor> = parts.iter().map(|p| &p.1).collect();
+    let d = Tensor::f_cat(&d, 0)?.f_to_device(Device::Cpu)?;
+    Ok((
+        Vec::<f32>::try_from(&d)?,
+        to_indices(&Tensor::f_cat(&i, 0)?)?,
+    ))
 }
 
 /// A row-major f32 tensor of `rows` on `device`.
