@@ -1,8 +1,12 @@
 //! `cargo xtask bench kmeans`: time per k-means iteration on 100k x 192 points with k = 1000,
 //! for the batched backend (CPU GEMM engine; libtorch engines beside it), linfa, and
 //! faiss-cpu run in the same process run on the same data, from the same initial centroids,
-//! with the same number of threads. Also shows why the CPU engine multiplies with the `gemm`
-//! crate rather than ndarray's `dot` (matrixmultiply).
+//! with the same number of threads (rayon's; `RAYON_NUM_THREADS` sets it for both). The
+//! batched backend and faiss run in alternating rounds; each reports its fastest and median
+//! wall time per iteration and its process CPU time per iteration (with one thread the
+//! measure least disturbed by other load on the machine). Also shows why the CPU engine
+//! multiplies with the `gemm` crate rather than ndarray's `dot` (matrixmultiply), and that
+//! the batched backend's inertia follows faiss's iteration by iteration.
 
 use std::path::Path;
 use std::time::Instant;
