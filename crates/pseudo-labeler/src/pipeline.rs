@@ -23,8 +23,9 @@ use crate::report::{
     ClusterReport, Diagnostics, InputSummary, KMeansSummary, SCHEMA, SizeHistograms, size_histogram,
 };
 
-/// File names inside the output folder.
+/// The pseudo-labels inside the output folder.
 pub const PSEUDO_LABELS_FILE: &str = "pseudo_labels.parquet";
+/// The report inside the output folder.
 pub const REPORT_FILE: &str = "cluster_report.json";
 
 /// Name of the random stream that draws initial centroids.

@@ -23,6 +23,7 @@ pub struct LinfaReference<'a> {
 }
 
 impl<'a> LinfaReference<'a> {
+    /// The reference backend over `points`.
     pub fn new(points: ArrayView2<'a, f32>) -> Self {
         LinfaReference { points, last: None }
     }
