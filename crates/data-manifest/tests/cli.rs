@@ -34,13 +34,18 @@ fn scan_fixture(part: &str, out: &Path) -> String {
 fn fixture_speech_scan_and_its_trial_list() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let fixture = xtask::fixture::read_summary(&common::fixture()).unwrap();
+    let speakers = fixture.train_speakers.len() + fixture.test_speakers.len();
     let text = scan_fixture("speech", d);
-    assert!(text.contains("360 utterances"), "{text}");
+    assert!(
+        text.contains(&format!("{} utterances", fixture.utterances)),
+        "{text}"
+    );
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("speech-summary.json")).unwrap())
             .unwrap();
-    assert_eq!(summary["utterances"], 360);
-    assert_eq!(summary["speakers"], 24);
+    assert_eq!(summary["utterances"], fixture.utterances);
+    assert_eq!(summary["speakers"], speakers);
     let manifest = d.join("speech.parquet");
     assert_eq!(
         UtteranceManifest::read_metadata(&manifest).unwrap()[SCANNER_KEY],
@@ -65,12 +70,16 @@ fn fixture_speech_scan_and_its_trial_list() {
         "--summary-json",
         s(&d.join("trials.json")),
     ]);
+    let half = fixture.trials / 2;
     assert!(
-        out.contains("1200 trials (600 target, 600 non-target)"),
+        out.contains(&format!(
+            "{} trials ({half} target, {half} non-target)",
+            fixture.trials
+        )),
         "{out}"
     );
     let trials = TrialList::read(&d.join("trials.parquet")).unwrap();
-    assert_eq!(trials.counts(), (600, 600));
+    assert_eq!(trials.counts(), (half, half));
     assert!(trials.trials[0].enroll.starts_with("id1"));
 
     // A trial naming an utterance the manifest lacks fails, naming it; --drop-missing drops
@@ -107,7 +116,7 @@ fn fixture_speech_scan_and_its_trial_list() {
             .unwrap()
             .trials
             .len(),
-        1200
+        fixture.trials
     );
 }
 

@@ -4,6 +4,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An I/O error on a named file.
 #[derive(Debug, thiserror::Error)]
@@ -23,13 +24,16 @@ impl FileError {
 }
 
 /// Temporary sibling of `path` used while it is being written (same folder, so the final
-/// rename stays on one file system and is atomic).
+/// rename stays on one file system and is atomic). Unique per call, so that threads of one
+/// process writing the same output never share a temporary.
 pub fn partial_path(path: &Path) -> PathBuf {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.partial-{}-{call}", std::process::id()))
 }
 
 /// Runs `write` on a temporary path and renames the result to `path` when it succeeds; on
