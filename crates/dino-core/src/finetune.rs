@@ -115,7 +115,6 @@ pub fn run(
 ) -> Result<Option<FinetuneReport>> {
     let started = Instant::now();
     let device = crate::device::resolve(&config.device)?;
-    tch::manual_seed(stage_kit::rng::stream_seed(config.seed, "finetune-init") as i64);
     let init = checkpoint::load(&paths.init)?;
     let spec = init.meta.embedding.clone();
     let cache = AudioCache::open(&paths.audio_cache)?;
@@ -277,13 +276,17 @@ impl<'a> FinetuneTask<'a> {
     ) -> Self {
         let vs = VarStore::new(device);
         let model = vs.root() / "model";
-        let encoder = Encoder::new(&(&model / "encoder"), &spec.encoder);
-        let classifier = AamSoftmax::new(
-            &(&model / "classifier"),
-            spec.encoder.embedding_dim(),
-            classes,
-            config.aam.clone(),
-        );
+        let seed = stage_kit::rng::stream_seed(config.seed, "finetune-init");
+        let (encoder, classifier) = crate::model::seeded_init(seed, || {
+            let encoder = Encoder::new(&(&model / "encoder"), &spec.encoder);
+            let classifier = AamSoftmax::new(
+                &(&model / "classifier"),
+                spec.encoder.embedding_dim(),
+                classes,
+                config.aam.clone(),
+            );
+            (encoder, classifier)
+        });
         let optimizer = Optimizer::new(&vs, config.optim.clone());
         let warmup = (config.optim.warmup_epochs * plan.steps_per_epoch as f64).round() as usize;
         let lr = Cosine::new(

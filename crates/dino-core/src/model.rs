@@ -2,6 +2,8 @@
 //! identical architectures; the teacher is an exponential moving average of the student and
 //! its encoder output is the embedding.
 
+use std::sync::{Mutex, PoisonError};
+
 use serde::{Deserialize, Serialize};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Tensor};
@@ -15,6 +17,16 @@ use crate::head::{DinoHead, HeadConfig};
 pub struct ModelConfig {
     pub encoder: EncoderConfig,
     pub head: HeadConfig,
+}
+
+/// Runs `build` (which creates parameters) with libtorch's generator seeded to `seed`. That
+/// generator is process-wide, so builds take turns: two trainings started in one process
+/// (tests, notebooks) each draw their initial weights from their own seed only.
+pub fn seeded_init<T>(seed: u64, build: impl FnOnce() -> T) -> T {
+    static INIT: Mutex<()> = Mutex::new(());
+    let _turn = INIT.lock().unwrap_or_else(PoisonError::into_inner);
+    tch::manual_seed(seed as i64);
+    build()
 }
 
 /// Encoder + head in one var store (`encoder.*`, `head.*`).

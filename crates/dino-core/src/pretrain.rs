@@ -137,7 +137,6 @@ pub fn run(
 ) -> Result<Option<PretrainReport>> {
     let started = Instant::now();
     let device = crate::device::resolve(&config.device)?;
-    tch::manual_seed(stage_kit::rng::stream_seed(config.seed, "init") as i64);
     let cache = AudioCache::open(&paths.audio_cache)?;
     let manifest = UtteranceManifest::read(&paths.manifest)?;
     refuse_label_filtered(&paths.manifest)?;
@@ -251,7 +250,8 @@ impl<'a> DinoTask<'a> {
         features: FeaturePipeline,
         device: Device,
     ) -> Self {
-        let dino = Dino::new(&config.model, device);
+        let seed = stage_kit::rng::stream_seed(config.seed, "init");
+        let dino = crate::model::seeded_init(seed, || Dino::new(&config.model, device));
         let optimizer = Optimizer::new(&dino.student.vs, config.optim.clone());
         DinoTask {
             config,

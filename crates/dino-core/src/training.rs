@@ -106,7 +106,8 @@ pub struct Outcome {
     pub mean_data_wait_share: f64,
 }
 
-/// Runs steps `start..end` of `plan`, logging to `log`.
+/// Runs steps `start..end` of `plan`, logging to `log`. With `end == start` (nothing to run)
+/// the state at `start` is checkpointed, which gives the untrained model of a fresh run.
 pub fn run(
     plan: &Plan,
     sampler: &Arc<CropSampler>,
@@ -116,6 +117,10 @@ pub fn run(
     end: usize,
 ) -> Result<Outcome> {
     let end = end.min(plan.total_steps());
+    if end <= start {
+        let (meta, tensors) = task.checkpoint(start / plan.steps_per_epoch, start);
+        plan.checkpoints.save(&meta, &tensors)?;
+    }
     let mut progress = stage_kit::progress::Progress::new(plan.label, plan.total_steps(), "step");
     progress.update(start);
     let mut outcome = Outcome {

@@ -1,0 +1,177 @@
+//! DINO pretraining on the fixture corpus through the library: a resumed run ends exactly
+//! where an uninterrupted one does, the seed decides the weights, and a few minutes of
+//! training on 2 CPU cores give embeddings clearly better than the same model untrained.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use dino_core::checkpoint;
+use dino_core::embed::{self, EmbedConfig};
+use dino_core::encoder::EncoderConfig;
+use dino_core::head::HeadConfig;
+use dino_core::pretrain::{self, PretrainConfig, PretrainPaths, StopAt};
+use downstream_eval::sv::{self, SvConfig, SvInputs};
+use tch::Tensor;
+
+fn paths(out: &Path) -> PretrainPaths {
+    let p = common::prepared();
+    PretrainPaths {
+        manifest: p.train.clone(),
+        audio_cache: p.train_cache.clone(),
+        noise_cache: Some(p.noise_cache.clone()),
+        rir_cache: Some(p.rir_cache.clone()),
+        out_dir: out.to_path_buf(),
+    }
+}
+
+/// A model small enough for a few steps in a test.
+fn tiny(seed: u64) -> PretrainConfig {
+    let mut c = PretrainConfig {
+        seed,
+        device: "cpu".into(),
+        epochs: 2,
+        batch_size: 8,
+        ..Default::default()
+    };
+    c.model.encoder = EncoderConfig::preset("tiny-ecapa").unwrap();
+    c.model.head = HeadConfig {
+        hidden_dim: 64,
+        bottleneck_dim: 32,
+        out_dim: 128,
+        ..Default::default()
+    };
+    c.crops.global_seconds = 1.0;
+    c.crops.local_seconds = 0.5;
+    c.optim.warmup_epochs = 1.0;
+    (
+        c.max_steps_per_epoch,
+        c.checkpoint_every,
+        c.keep_checkpoints,
+        c.workers,
+        c.prefetch,
+    ) = (Some(3), 2, 10, 2, 2);
+    c
+}
+
+fn tensors(path: &Path) -> HashMap<String, Tensor> {
+    checkpoint::load(path).unwrap().tensors
+}
+
+fn losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join(pretrain::STEP_LOG))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, resumed, other) = (
+        dir.path().join("whole"),
+        dir.path().join("resumed"),
+        dir.path().join("other"),
+    );
+    let report = pretrain::run(&tiny(7), &paths(&whole), false, StopAt::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.steps, 6);
+
+    // Stop after step 5, then lose the checkpoint written there, as a kill between two
+    // checkpoints would: the resumed run restarts from step 4 and redoes step 5.
+    assert!(
+        pretrain::run(&tiny(7), &paths(&resumed), false, StopAt { step: Some(5) })
+            .unwrap()
+            .is_none()
+    );
+    std::fs::remove_file(resumed.join("checkpoints/step-00000005.safetensors")).unwrap();
+    pretrain::run(&tiny(7), &paths(&resumed), true, StopAt::default())
+        .unwrap()
+        .unwrap();
+
+    let (a, b) = (
+        tensors(&whole.join(pretrain::FINAL_MODEL)),
+        tensors(&resumed.join(pretrain::FINAL_MODEL)),
+    );
+    assert_eq!(a.len(), b.len());
+    let mut differing: Vec<&String> = a.keys().filter(|name| !a[*name].equal(&b[*name])).collect();
+    differing.sort();
+    assert!(differing.is_empty(), "{differing:?} differ after resuming");
+    assert!(a.keys().any(|k| k.starts_with("optim.")) && a.contains_key("loss.center"));
+    assert_eq!(losses(&whole), losses(&resumed));
+
+    pretrain::run(&tiny(8), &paths(&other), false, StopAt::default())
+        .unwrap()
+        .unwrap();
+    let c = tensors(&other.join(pretrain::FINAL_MODEL));
+    assert!(!a["teacher.encoder.embedding.weight"].equal(&c["teacher.encoder.embedding.weight"]));
+
+    // Resuming with another configuration is refused.
+    let mut changed = tiny(7);
+    changed.optim.lr *= 2.0;
+    let err = pretrain::run(&changed, &paths(&resumed), true, StopAt::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another configuration"), "{err}");
+}
+
+/// The fixture pipeline's pretraining configuration.
+fn pipeline_config() -> PretrainConfig {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/fixture.toml");
+    let pipeline: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    pipeline["pretrain"].clone().try_into().unwrap()
+}
+
+fn eer(checkpoint: &Path, out: &Path) -> f64 {
+    let p = common::prepared();
+    let embeddings = out.join("embeddings.h5");
+    let config = EmbedConfig {
+        device: "cpu".into(),
+        ..Default::default()
+    };
+    embed::run(checkpoint, &p.test, &p.test_cache, &embeddings, &config).unwrap();
+    let inputs = SvInputs {
+        embeddings,
+        trials: p.trials.clone(),
+        mean_embeddings: None,
+        cohort_embeddings: None,
+    };
+    sv::run(&inputs, &SvConfig::default(), &out.join("sv"))
+        .unwrap()
+        .eer
+}
+
+#[test]
+fn a_few_minutes_of_dino_on_two_cores_beat_random_initialisation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = pipeline_config();
+    config.epochs = 16;
+    let (untrained, trained) = (dir.path().join("untrained"), dir.path().join("trained"));
+    pretrain::run(&config, &paths(&untrained), false, StopAt { step: Some(0) }).unwrap();
+    let report = pretrain::run(&config, &paths(&trained), false, StopAt::default())
+        .unwrap()
+        .unwrap();
+    let before = eer(
+        &untrained.join("checkpoints/step-00000000.safetensors"),
+        &untrained,
+    );
+    let after = eer(&trained.join(pretrain::FINAL_MODEL), &trained);
+    eprintln!(
+        "fixture trials: EER {:.2} % at random initialisation, {:.2} % after {} DINO steps ({:.0} s)",
+        100.0 * before,
+        100.0 * after,
+        report.steps,
+        report.wall_seconds
+    );
+    assert!(
+        after < before - 0.05,
+        "EER {after:.4} after training, {before:.4} untrained"
+    );
+}
