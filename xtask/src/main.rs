@@ -133,17 +133,19 @@ fn main() -> anyhow::Result<()> {
             )?;
         }
         Task::Bench { name } => bench::run(&name)?,
-        Task::Pipeline(args) => pipeline::run(&pipeline::Options {
-            name: args.name,
-            dry_run: args.dry_run,
-            only: args.only,
-            from: args.from,
-            force: args.force,
-            rounds: args.rounds,
-            corpora: args.corpora.into_iter().collect(),
-            run_dir: args.run_dir,
-            require_improvement: args.require_improvement,
-        })?,
+        Task::Pipeline(args) => {
+            pipeline::run(&pipeline::Options {
+                name: args.name,
+                dry_run: args.dry_run,
+                only: args.only,
+                from: args.from,
+                force: args.force,
+                rounds: args.rounds,
+                corpora: args.corpora.into_iter().collect(),
+                run_dir: args.run_dir,
+                require_improvement: args.require_improvement,
+            })?;
+        }
         Task::Status {
             name,
             corpora,

@@ -46,6 +46,17 @@ pub struct Options {
     pub require_improvement: bool,
 }
 
+/// What a run did with each stage, in plan order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Stages run from scratch.
+    pub ran: Vec<String>,
+    /// Stages continued from the partial work of an interrupted run.
+    pub resumed: Vec<String>,
+    /// Stages up to date (or not selected), left alone.
+    pub skipped: Vec<String>,
+}
+
 /// A stage with its hash and what the runner will do with it.
 struct Decision<'a> {
     stage: &'a Stage,
@@ -56,7 +67,7 @@ struct Decision<'a> {
 }
 
 /// Runs (or with `dry_run` only plans) a pipeline.
-pub fn run(options: &Options) -> anyhow::Result<()> {
+pub fn run(options: &Options) -> anyhow::Result<Outcome> {
     let (name, file) = PipelineFile::load(&options.name)?;
     setup::ensure()?;
     let corpora = config::resolve_corpora(&file, &options.corpora, !options.dry_run)?;
@@ -80,22 +91,31 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let stages = plan::build(&file, &corpora, rounds, &run_dir, &binary_dir())?;
     let decisions = decide(&stages, &run_dir, options)?;
     print_plan(&decisions, options.dry_run);
+    let mut outcome = Outcome::default();
     if options.dry_run {
-        return Ok(());
+        outcome.skipped = decisions.iter().map(|d| d.stage.name.clone()).collect();
+        return Ok(outcome);
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    for decision in decisions.iter().filter(|d| d.reason.is_some()) {
-        runtime.block_on(run_stage(decision, &run_dir))?;
+    for decision in &decisions {
+        let name = decision.stage.name.clone();
+        if decision.reason.is_none() {
+            outcome.skipped.push(name);
+        } else if runtime.block_on(run_stage(decision, &run_dir))? {
+            outcome.resumed.push(name);
+        } else {
+            outcome.ran.push(name);
+        }
     }
     let report = report::write(&name, &file, &stages, &run_dir)?;
     println!("report: {}", run_dir.join("report.md").display());
     if options.require_improvement {
         report::require_improvement(&report)?;
     }
-    Ok(())
+    Ok(outcome)
 }
 
 /// `cargo xtask status NAME`: each stage's state, wall time and headline metrics.
@@ -321,7 +341,8 @@ fn print_plan(decisions: &[Decision], verbose: bool) {
     }
 }
 
-async fn run_stage(decision: &Decision<'_>, run_dir: &Path) -> anyhow::Result<()> {
+/// Runs one stage and records it; returns whether it continued an interrupted attempt.
+async fn run_stage(decision: &Decision<'_>, run_dir: &Path) -> anyhow::Result<bool> {
     let stage = decision.stage;
     let dir = run_dir.join(&stage.name);
     let resumable = Pending::read(&dir).is_some_and(|p| p.hash == decision.hash);
@@ -367,5 +388,5 @@ async fn run_stage(decision: &Decision<'_>, run_dir: &Path) -> anyhow::Result<()
     record.write(&dir)?;
     Pending::clear(&dir);
     println!("stage {} done in {wall_seconds:.1} s", stage.name);
-    Ok(())
+    Ok(resumable)
 }
