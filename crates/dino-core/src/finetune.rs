@@ -22,7 +22,7 @@ use crate::encoder::Encoder;
 use crate::error::{Error, Result};
 use crate::features::FeaturePipeline;
 use crate::monitor::StepRecord;
-use crate::optim::{LossScaler, OptimConfig, Optimizer};
+use crate::optim::{LossScaler, OptimConfig, Optimizer, restore_training_state, training_state};
 use crate::pretrain::backward;
 use crate::schedule::Cosine;
 use crate::training::{self, Plan, Task};
@@ -319,25 +319,8 @@ impl<'a> FinetuneTask<'a> {
 
     fn restore(&mut self, loaded: &checkpoint::Loaded, path: &Path) -> Result<usize> {
         checkpoint::restore_vars(&self.vs, &loaded.tensors, "", path)?;
-        let optim: HashMap<String, Tensor> = loaded
-            .tensors
-            .iter()
-            .filter_map(|(k, t)| {
-                k.strip_prefix("optim.")
-                    .map(|k| (k.to_owned(), t.shallow_clone()))
-            })
-            .collect();
-        self.optimizer
-            .load_state(&optim)
+        restore_training_state(&loaded.tensors, &mut self.optimizer, &mut self.scaler)
             .map_err(|m| Error::checkpoint(path, m))?;
-        let get = |name: &str| {
-            loaded
-                .tensors
-                .get(name)
-                .ok_or_else(|| Error::checkpoint(path, format!("tensor {name} is missing")))
-        };
-        self.scaler.scale = get("scaler.scale")?.double_value(&[]);
-        self.scaler.good_steps = get("scaler.good_steps")?.int64_value(&[]);
         Ok(loaded.meta.step)
     }
 }
@@ -416,13 +399,7 @@ impl Task for FinetuneTask<'_> {
             config: self.config_json.clone(),
         };
         let mut tensors = checkpoint::var_tensors(&self.vs, "");
-        tensors.extend(
-            self.optimizer
-                .state()
-                .into_iter()
-                .map(|(k, t)| (format!("optim.{k}"), t)),
-        );
-        tensors.extend(self.scaler.state());
+        tensors.extend(training_state(&self.optimizer, &self.scaler));
         (meta, tensors)
     }
 }

@@ -2,14 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dino_core::embed::{self, EmbedConfig};
 use dino_core::encoder::{Encoder, EncoderConfig, parameter_count};
 use dino_core::finetune::{self, FinetuneConfig, FinetunePaths};
 use dino_core::pretrain::{self, PretrainConfig, PretrainPaths, StopAt};
 use dino_core::runtime::RuntimeReport;
-use serde::de::DeserializeOwned;
 
 #[derive(Parser)]
 #[command(
@@ -129,7 +127,7 @@ fn main() -> anyhow::Result<()> {
             device,
             stop_after,
         } => {
-            let mut config: PretrainConfig = read_config(config.as_deref())?;
+            let mut config: PretrainConfig = stage_kit::config::read_or_default(config.as_deref())?;
             config.seed = seed.unwrap_or(config.seed);
             config.device = device.unwrap_or(config.device);
             let paths = PretrainPaths {
@@ -165,7 +163,7 @@ fn main() -> anyhow::Result<()> {
             device,
             stop_after,
         } => {
-            let mut config: FinetuneConfig = read_config(config.as_deref())?;
+            let mut config: FinetuneConfig = stage_kit::config::read_or_default(config.as_deref())?;
             config.seed = seed.unwrap_or(config.seed);
             config.device = device.unwrap_or(config.device);
             let paths = FinetunePaths {
@@ -199,7 +197,7 @@ fn main() -> anyhow::Result<()> {
             device,
             summary_json,
         } => {
-            let mut config: EmbedConfig = read_config(config.as_deref())?;
+            let mut config: EmbedConfig = stage_kit::config::read_or_default(config.as_deref())?;
             config.device = device.unwrap_or(config.device);
             let report = embed::run(&checkpoint, &manifest, &audio_cache, &out, &config)?;
             tracing::info!(
@@ -221,16 +219,6 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A TOML configuration file (unknown keys are errors), or the defaults.
-fn read_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {
-    let Some(path) = path else {
-        return Ok(T::default());
-    };
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("{}: invalid configuration", path.display()))
-}
-
 fn describe(config: Option<&Path>) -> anyhow::Result<()> {
     let count = |encoder: &EncoderConfig| {
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
@@ -239,7 +227,7 @@ fn describe(config: Option<&Path>) -> anyhow::Result<()> {
     };
     match config {
         Some(path) => {
-            let config: PretrainConfig = read_config(Some(path))?;
+            let config: PretrainConfig = stage_kit::config::read_or_default(Some(path))?;
             println!(
                 "{}: {} parameters",
                 path.display(),

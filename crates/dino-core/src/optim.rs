@@ -274,6 +274,41 @@ fn adam_step(slot: &mut Slot, grad: Tensor, lr: f64, wd: f64, c: &OptimConfig) {
     let _ = slot.param.g_sub_(&(&slot.exp_avg / denom * (lr / bias1)));
 }
 
+/// The optimiser's and the loss scaler's state as checkpoint tensors (`optim.*`, `scaler.*`).
+pub fn training_state(optimizer: &Optimizer, scaler: &LossScaler) -> Vec<(String, Tensor)> {
+    let mut tensors: Vec<(String, Tensor)> = optimizer
+        .state()
+        .into_iter()
+        .map(|(k, t)| (format!("optim.{k}"), t))
+        .collect();
+    tensors.extend(scaler.state());
+    tensors
+}
+
+/// Restores [`training_state`] from a checkpoint's tensors; fails naming what is missing.
+pub fn restore_training_state(
+    tensors: &HashMap<String, Tensor>,
+    optimizer: &mut Optimizer,
+    scaler: &mut LossScaler,
+) -> Result<(), String> {
+    let optim: HashMap<String, Tensor> = tensors
+        .iter()
+        .filter_map(|(k, t)| {
+            k.strip_prefix("optim.")
+                .map(|k| (k.to_owned(), t.shallow_clone()))
+        })
+        .collect();
+    optimizer.load_state(&optim)?;
+    let get = |name: &str| {
+        tensors
+            .get(name)
+            .ok_or_else(|| format!("tensor {name} is missing"))
+    };
+    scaler.scale = get("scaler.scale")?.double_value(&[]);
+    scaler.good_steps = get("scaler.good_steps")?.int64_value(&[]);
+    Ok(())
+}
+
 /// Dynamic loss scaling for fp16 autocast: losses are multiplied by `scale` before backward;
 /// a step whose unscaled gradients overflow is skipped and the scale halved; after
 /// `growth_interval` good steps the scale doubles.

@@ -9,7 +9,6 @@
 //! initialisation all derive from the configuration's seed and the step, so that `--resume`
 //! continues the uninterrupted run exactly.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,7 +27,7 @@ use crate::head::LAST_LAYER;
 use crate::loss::{DinoLoss, LossConfig};
 use crate::model::{Dino, ModelConfig};
 use crate::monitor::{self, StepRecord};
-use crate::optim::{LossScaler, OptimConfig, Optimizer};
+use crate::optim::{LossScaler, OptimConfig, Optimizer, restore_training_state, training_state};
 use crate::schedule::{Cosine, teacher_temperature};
 use crate::training::{self, Plan, Task};
 
@@ -272,26 +271,13 @@ impl<'a> DinoTask<'a> {
     fn restore(&mut self, loaded: &checkpoint::Loaded, path: &Path) -> Result<usize> {
         checkpoint::restore_vars(&self.dino.student.vs, &loaded.tensors, "student.", path)?;
         checkpoint::restore_vars(&self.dino.teacher.vs, &loaded.tensors, "teacher.", path)?;
-        let optim: HashMap<String, Tensor> = loaded
-            .tensors
-            .iter()
-            .filter_map(|(k, t)| {
-                k.strip_prefix("optim.")
-                    .map(|k| (k.to_owned(), t.shallow_clone()))
-            })
-            .collect();
-        self.optimizer
-            .load_state(&optim)
+        restore_training_state(&loaded.tensors, &mut self.optimizer, &mut self.scaler)
             .map_err(|m| Error::checkpoint(path, m))?;
-        let get = |name: &str| {
-            loaded
-                .tensors
-                .get(name)
-                .ok_or_else(|| Error::checkpoint(path, format!("tensor {name} is missing")))
-        };
-        self.loss.center = get("loss.center")?.to_device(self.loss.center.device());
-        self.scaler.scale = get("scaler.scale")?.double_value(&[]);
-        self.scaler.good_steps = get("scaler.good_steps")?.int64_value(&[]);
+        let center = loaded
+            .tensors
+            .get("loss.center")
+            .ok_or_else(|| Error::checkpoint(path, "tensor loss.center is missing"))?;
+        self.loss.center = center.to_device(self.loss.center.device());
         Ok(loaded.meta.step)
     }
 }
@@ -393,14 +379,8 @@ impl Task for DinoTask<'_> {
         };
         let mut tensors = checkpoint::var_tensors(&self.dino.student.vs, "student.");
         tensors.extend(checkpoint::var_tensors(&self.dino.teacher.vs, "teacher."));
-        tensors.extend(
-            self.optimizer
-                .state()
-                .into_iter()
-                .map(|(k, t)| (format!("optim.{k}"), t)),
-        );
+        tensors.extend(training_state(&self.optimizer, &self.scaler));
         tensors.push(("loss.center".to_owned(), self.loss.center.shallow_clone()));
-        tensors.extend(self.scaler.state());
         (meta, tensors)
     }
 }

@@ -1,15 +1,14 @@
 //! `downstream-eval`: speaker verification and emotion recognition on frozen embeddings.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{ArgGroup, Parser, Subcommand};
 use downstream_eval::baseline::{self, BaselineConfig, FeatureSource};
 use downstream_eval::emotion::classifier::ClassifierKind;
 use downstream_eval::emotion::folds::FoldSource;
 use downstream_eval::emotion::{self, EmotionConfig, EmotionInputs};
 use downstream_eval::sv::{self, SvConfig, SvInputs};
-use serde::de::DeserializeOwned;
 
 #[derive(Parser)]
 #[command(
@@ -125,7 +124,7 @@ fn main() -> anyhow::Result<()> {
             asnorm_top,
             config,
         } => {
-            let mut config: SvConfig = read_config(config.as_deref())?;
+            let mut config: SvConfig = stage_kit::config::read_or_default(config.as_deref())?;
             config.length_norm |= length_norm;
             if let Some(top) = asnorm_top {
                 config.asnorm_top = top;
@@ -147,7 +146,7 @@ fn main() -> anyhow::Result<()> {
             seed,
             config,
         } => {
-            let mut config: EmotionConfig = read_config(config.as_deref())?;
+            let mut config: EmotionConfig = stage_kit::config::read_or_default(config.as_deref())?;
             config.folds = folds.unwrap_or(config.folds);
             config.classifier = classifier.unwrap_or(config.classifier);
             config.seed = seed.unwrap_or(config.seed);
@@ -167,7 +166,7 @@ fn main() -> anyhow::Result<()> {
             max_reject_fraction,
             config,
         } => {
-            let mut config: BaselineConfig = read_config(config.as_deref())?;
+            let mut config: BaselineConfig = stage_kit::config::read_or_default(config.as_deref())?;
             config.max_reject_fraction = max_reject_fraction.unwrap_or(config.max_reject_fraction);
             let source = match (fbank_cache, audio_cache) {
                 (Some(path), _) => FeatureSource::FbankCache(path),
@@ -200,14 +199,4 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The config in a TOML file, or the defaults without one.
-fn read_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {
-    let Some(path) = path else {
-        return Ok(T::default());
-    };
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))
 }

@@ -106,14 +106,7 @@ fn main() -> anyhow::Result<()> {
             config,
             summary_json,
         } => {
-            let mut cfg: PrepareConfig = match &config {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
-                }
-                None => PrepareConfig::default(),
-            };
+            let mut cfg: PrepareConfig = stage_kit::config::read_or_default(config.as_deref())?;
             cfg.vad |= vad;
             if let Some(rate) = sample_rate {
                 cfg.sample_rate = rate;

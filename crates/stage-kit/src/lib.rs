@@ -3,6 +3,7 @@
 //! files; this crate holds the conventions those files and processes follow.
 
 pub mod atomic;
+pub mod config;
 pub mod logging;
 pub mod progress;
 pub mod reference;

@@ -1,7 +1,10 @@
-//! Logging for stage binaries: human-readable lines on stderr and, when a run folder asks
-//! for it, the same events as JSON lines in a file. `RUST_LOG` filters both (default: info).
+//! Logging for stage binaries: human-readable lines on stderr (coloured only on a terminal, so
+//! that the stage logs the pipeline runner captures stay plain text) and, when a run folder
+//! asks for it, the same events as JSON lines in a file. `RUST_LOG` filters both (default:
+//! info).
 
 use std::fs::OpenOptions;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -15,6 +18,7 @@ pub fn init(json_log: Option<&Path>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let human = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let json = match json_log {
         Some(path) => {
