@@ -105,8 +105,11 @@ pub struct SvSet {
     #[serde(flatten)]
     pub data: DataRef,
     /// Trial list (`label enroll test` lines), relative to the corpus root unless absolute;
-    /// without one, a balanced list is made from the manifest's speaker labels.
+    /// without one (and without `shipped_trials`), a balanced list is made from the
+    /// manifest's speaker labels.
     pub trials: Option<String>,
+    /// Trial list that ships with the project, relative to `data-manifests/`.
+    pub shipped_trials: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

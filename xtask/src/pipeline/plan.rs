@@ -264,9 +264,19 @@ impl Planner<'_> {
         for set in &self.file.sv {
             let out = dir.join(format!("{}.trials.parquet", set.name));
             let summary = dir.join(format!("{}.trials.summary.json", set.name));
-            let cmd = match &set.trials {
+            let list = match (&set.trials, &set.shipped_trials) {
+                (Some(_), Some(_)) => {
+                    bail!(
+                        "[[sv]] {}: give trials or shipped_trials, not both",
+                        set.name
+                    )
+                }
+                (Some(list), None) => Some(absolute_in(&self.corpora[&set.data.corpus].root, list)),
+                (None, Some(list)) => Some(crate::workspace::root().join(SHIPPED).join(list)),
+                (None, None) => None,
+            };
+            let cmd = match list {
                 Some(list) => {
-                    let list = absolute_in(&self.corpora[&set.data.corpus].root, list);
                     if !list.exists() {
                         bail!(
                             "trial list {} of {} does not exist",
@@ -646,6 +656,9 @@ fn cluster_device(device: &str) -> &str {
 }
 
 /// `path` itself when absolute, else under `root`.
+/// Folder of the manifests and trial lists that ship with the project.
+const SHIPPED: &str = "data-manifests";
+
 fn absolute_in(root: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);
     if p.is_absolute() {
