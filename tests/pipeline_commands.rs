@@ -171,7 +171,8 @@ fn the_voxceleb_dry_run_prints_the_papers_plan() {
         "veri_test2.txt",
         "list_test_all2.txt",
         "list_test_hard2.txt",
-        "voxceleb2/dev/aac",
+        "scan voxceleb2 --root",
+        "scan voxceleb1 --root",
         "crema-d",
     ] {
         assert!(

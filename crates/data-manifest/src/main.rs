@@ -66,6 +66,9 @@ enum Command {
         /// Use only utterances of this split (repeatable; all when absent).
         #[arg(long = "split")]
         splits: Vec<String>,
+        /// Also write the list as text (`label enroll test` lines), e.g. to ship it.
+        #[arg(long)]
+        text_out: Option<PathBuf>,
         #[arg(long)]
         summary_json: Option<PathBuf>,
     },
@@ -284,6 +287,7 @@ fn main() -> anyhow::Result<()> {
             seed,
             exclude_same_session,
             splits,
+            text_out,
             summary_json,
         } => {
             let m = UtteranceManifest::read(&manifest)?;
@@ -296,6 +300,9 @@ fn main() -> anyhow::Result<()> {
             let (list, summary) = make_trials::make_trials(&m, &options)
                 .with_context(|| format!("making trials from {}", manifest.display()))?;
             list.write(&out)?;
+            if let Some(path) = text_out {
+                stage_kit::write_bytes_atomically(&path, trial_lists::to_text(&list).as_bytes())?;
+            }
             summary::emit(&summary, summary_json.as_deref())?;
             Ok(())
         }

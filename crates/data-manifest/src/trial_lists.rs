@@ -74,6 +74,15 @@ pub fn read_text(path: &Path) -> Result<TrialList> {
     parse_text(&text).map_err(|message| ManifestError::invalid(path, message))
 }
 
+/// The list as text in VoxCeleb's form, `label enroll test` per line (label 1 for a target
+/// trial); [`parse_text`] reads it back.
+pub fn to_text(list: &TrialList) -> String {
+    list.trials
+        .iter()
+        .map(|t| format!("{} {} {}\n", u8::from(t.target), t.enroll, t.test))
+        .collect()
+}
+
 /// Parses trial lines; the error names the line.
 pub fn parse_text(text: &str) -> std::result::Result<TrialList, String> {
     let mut trials = Vec::new();
@@ -239,6 +248,13 @@ mod tests {
         );
         let err = parse_text("1 a/1.wav\n").unwrap_err();
         assert!(err.starts_with("line 1: expected"), "{err}");
+    }
+
+    #[test]
+    fn text_reads_back_as_the_same_list() {
+        let list = parse_text("1 a/1 a/2\n0 a/1 b/7\n").unwrap();
+        assert_eq!(to_text(&list), "1 a/1 a/2\n0 a/1 b/7\n");
+        assert_eq!(parse_text(&to_text(&list)).unwrap(), list);
     }
 
     #[test]
