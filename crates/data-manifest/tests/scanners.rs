@@ -471,11 +471,20 @@ fn musan_and_rirs_categories() {
 #[test]
 fn fixture_parts() {
     let root = common::fixture();
+    let fixture = xtask::fixture::read_summary(&root).unwrap();
+    let speakers = fixture.train_speakers.len() + fixture.test_speakers.len();
+    let per_speaker = fixture.utterances / speakers;
     let speech = run(Layout::Fixture(FixturePart::Speech), &root);
     let m = &speech.manifest;
-    assert_eq!(m.utterances.len(), 24 * 3 * 5);
-    assert_eq!(speech.summary.splits["train"], 16 * 15);
-    assert_eq!(speech.summary.splits["test"], 8 * 15);
+    assert_eq!(m.utterances.len(), fixture.utterances);
+    assert_eq!(
+        speech.summary.splits["train"],
+        fixture.train_speakers.len() * per_speaker
+    );
+    assert_eq!(
+        speech.summary.splits["test"],
+        fixture.test_speakers.len() * per_speaker
+    );
     assert!(m.utterances.iter().all(|u| {
         let speaker = u.speaker.as_deref().unwrap();
         u.split
