@@ -374,7 +374,7 @@ fn cpu_at_log_lines(log: &Path, marks: [usize; 2], train: impl FnOnce()) -> [f64
             while next < marks.len() && !done.load(Ordering::Relaxed) {
                 let lines = std::fs::read_to_string(log).map_or(0, |text| text.lines().count());
                 while next < marks.len() && lines >= marks[next] {
-                    seen[next] = process_cpu_seconds();
+                    seen[next] = stage_kit::cpu_time::process_seconds();
                     next += 1;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -385,24 +385,6 @@ fn cpu_at_log_lines(log: &Path, marks: [usize; 2], train: impl FnOnce()) -> [f64
         done.store(true, Ordering::Relaxed);
         watcher.join().expect("log watcher")
     })
-}
-
-/// User plus system CPU seconds of this process (all threads), from `/proc/self/stat` in
-/// clock ticks of 1/100 s (Linux's fixed USER_HZ); NaN elsewhere.
-fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields after the parenthesised command name: state is the first, utime the 12th.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    match (ticks(11), ticks(12)) {
-        (Some(user), Some(system)) => (user + system) / 100.0,
-        _ => f64::NAN,
-    }
 }
 
 /// The trained model reduced to what extraction reads (the teacher's encoder), so that
@@ -434,13 +416,13 @@ fn rust_embedding(
     expected: usize,
 ) -> EmbedPass {
     let fixture = common::prepared();
-    let cpu = process_cpu_seconds();
+    let cpu = stage_kit::cpu_time::process_seconds();
     let report = embed::run(checkpoint, &fixture.test, &fixture.test_cache, out, config)
         .expect("embedding extraction");
     assert_eq!(report.utterances, expected, "held-out utterances embedded");
     EmbedPass {
         wall: report.wall_seconds,
-        cpu: process_cpu_seconds() - cpu,
+        cpu: stage_kit::cpu_time::process_seconds() - cpu,
     }
 }
 

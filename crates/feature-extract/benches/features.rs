@@ -75,14 +75,6 @@ if __name__ == "__main__":
     print(time.perf_counter() - start)
 "#;
 
-/// CPU time of the calling thread (Linux `schedstat`), which a busy machine does not inflate
-/// the way it inflates wall time.
-fn thread_cpu_seconds() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: f64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(ns * 1e-9)
-}
-
 /// Real-time factors of one fbank side, from wall time and from thread CPU time.
 struct Rtf {
     wall: f64,
@@ -96,7 +88,7 @@ fn fbank_rtf(utterances: &[Vec<f32>], dir: &Path) -> (f64, Rtf, Rtf) {
     for u in utterances.iter().take(3) {
         std::hint::black_box(fbank.compute(u));
     }
-    let (start, cpu_start) = (Instant::now(), thread_cpu_seconds());
+    let (start, cpu_start) = (Instant::now(), stage_kit::cpu_time::thread_seconds());
     let mut passes = 0usize;
     while passes == 0 || start.elapsed().as_secs_f64() < MIN_SECONDS {
         for u in utterances {
@@ -105,7 +97,7 @@ fn fbank_rtf(utterances: &[Vec<f32>], dir: &Path) -> (f64, Rtf, Rtf) {
         passes += 1;
     }
     let wall = start.elapsed().as_secs_f64() / passes as f64;
-    let cpu = match (cpu_start, thread_cpu_seconds()) {
+    let cpu = match (cpu_start, stage_kit::cpu_time::thread_seconds()) {
         (Some(a), Some(b)) => (b - a) / passes as f64,
         _ => wall,
     };

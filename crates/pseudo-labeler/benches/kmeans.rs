@@ -123,7 +123,7 @@ fn time_backend(
 ) -> Timing {
     let mut centroids = initial.clone();
     let (mut seconds, mut inertia) = (Vec::new(), Vec::new());
-    let cpu_started = process_cpu_seconds();
+    let cpu_started = stage_kit::cpu_time::process_seconds();
     for _ in 0..iterations {
         let started = Instant::now();
         let step = backend.step(&centroids).expect("k-means step");
@@ -134,26 +134,8 @@ fn time_backend(
     Timing {
         name: name.to_owned(),
         seconds,
-        cpu_seconds: process_cpu_seconds() - cpu_started,
+        cpu_seconds: stage_kit::cpu_time::process_seconds() - cpu_started,
         inertia,
-    }
-}
-
-/// User plus system CPU seconds of this process (all threads), from `/proc/self/stat` in
-/// clock ticks of 1/100 s (Linux's fixed USER_HZ); NaN elsewhere.
-fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields after the parenthesised command name: state is the first, utime the 12th.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    match (ticks(11), ticks(12)) {
-        (Some(user), Some(system)) => (user + system) / 100.0,
-        _ => f64::NAN,
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod config;
+pub mod cpu_time;
 pub mod logging;
 pub mod progress;
 pub mod reference;
