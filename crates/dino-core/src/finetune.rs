@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use data_manifest::PseudoLabels;
@@ -17,7 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::aam::{AamConfig, AamSoftmax};
 use crate::checkpoint::{self, CheckpointDir, CheckpointMeta, EmbeddingSpec};
-use crate::crops::{CropBatch, CropConfig, CropSampler, open_augmenter};
+use crate::crops::{CropBatch, CropConfig};
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
 use crate::features::FeaturePipeline;
@@ -130,13 +129,15 @@ pub fn run(
         local_crops: 0,
         local_seconds: 0.0,
     };
-    let augmenter = open_augmenter(
-        paths.noise_cache.as_deref(),
-        paths.rir_cache.as_deref(),
-        &config.augment,
-    )?;
-    let sampler = Arc::new(CropSampler::new(cache, augmenter, crops, config.seed));
     let features = FeaturePipeline::new(&spec.features, device)?;
+    let sampler = training::crop_sampler(
+        cache,
+        (paths.noise_cache.as_deref(), paths.rir_cache.as_deref()),
+        &config.augment,
+        crops,
+        config.seed,
+        &features,
+    )?;
     let utterances = items.len();
     let mut plan = Plan::new(
         config.seed,
@@ -171,27 +172,19 @@ pub fn run(
         &paths.init,
     )?;
     drop(init);
-    let mut step = 0;
-    if resume && let Some(loaded) = training::resumable(&plan.checkpoints, &config_json)? {
-        step = task.restore(&loaded, &plan.checkpoints.path_for(loaded.meta.step))?;
-    }
-    let mut log = training::open_log(&paths.out_dir, STEP_LOG, step)?;
-    let outcome = training::run(
+    let Some(outcome) = training::resume_and_run(
         &plan,
         &sampler,
         &mut task,
-        &mut log,
-        step,
+        &paths.out_dir,
+        STEP_LOG,
+        &config_json,
+        resume,
         stop_after.unwrap_or(usize::MAX),
-    )?;
-    if outcome.step < plan.total_steps() {
-        tracing::info!(
-            "stopped at step {} of {} as asked",
-            outcome.step,
-            plan.total_steps()
-        );
+    )?
+    else {
         return Ok(None);
-    }
+    };
     let (meta, tensors) = task.checkpoint(config.epochs, outcome.step);
     checkpoint::save(&paths.out_dir.join(FINAL_MODEL), &meta, &tensors)?;
     let report = FinetuneReport {
@@ -316,13 +309,6 @@ impl<'a> FinetuneTask<'a> {
     fn encoder_vs(&self) -> EncoderVars<'_> {
         EncoderVars(&self.vs)
     }
-
-    fn restore(&mut self, loaded: &checkpoint::Loaded, path: &Path) -> Result<usize> {
-        checkpoint::restore_vars(&self.vs, &loaded.tensors, "", path)?;
-        restore_training_state(&loaded.tensors, &mut self.optimizer, &mut self.scaler)
-            .map_err(|m| Error::checkpoint(path, m))?;
-        Ok(loaded.meta.step)
-    }
 }
 
 /// The encoder's variables of a fine-tuning var store, named as in an encoder-only store.
@@ -339,6 +325,13 @@ impl<'a> checkpoint::VarSource for EncoderVars<'a> {
 }
 
 impl Task for FinetuneTask<'_> {
+    fn restore(&mut self, loaded: &checkpoint::Loaded, path: &Path) -> Result<usize> {
+        checkpoint::restore_vars(&self.vs, &loaded.tensors, "", path)?;
+        restore_training_state(&loaded.tensors, &mut self.optimizer, &mut self.scaler)
+            .map_err(|m| Error::checkpoint(path, m))?;
+        Ok(loaded.meta.step)
+    }
+
     fn step(&mut self, step: usize, epoch: usize, crops: CropBatch) -> Result<StepRecord> {
         let feats = self.features.forward(&crops.globals, crops.batch);
         let labels: Vec<i64> = crops.items.iter().map(|i| self.targets[i]).collect();

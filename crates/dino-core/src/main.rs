@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use dino_core::embed::{self, EmbedConfig};
 use dino_core::encoder::{Encoder, EncoderConfig, parameter_count};
 use dino_core::finetune::{self, FinetuneConfig, FinetunePaths};
@@ -23,6 +23,36 @@ struct Cli {
     command: Command,
 }
 
+/// What pretraining and fine-tuning take alike.
+#[derive(Args)]
+struct TrainingArgs {
+    /// Configuration (TOML); without one, the defaults (the paper's recipe).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    audio_cache: PathBuf,
+    /// MUSAN-like noise cache (augmentation).
+    #[arg(long)]
+    noise_cache: Option<PathBuf>,
+    /// Room impulse response cache (augmentation).
+    #[arg(long)]
+    rir_cache: Option<PathBuf>,
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// Continue from the newest checkpoint in OUT_DIR/checkpoints.
+    #[arg(long)]
+    resume: bool,
+    /// Override the configuration's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override the configuration's device (auto, cpu, cuda, cuda:N).
+    #[arg(long)]
+    device: Option<String>,
+    /// Stop after this many steps (a checkpoint is written there); for time-boxed runs.
+    #[arg(long)]
+    stop_after: Option<usize>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Print the libtorch version, thread counts, and CUDA availability with device names.
@@ -35,59 +65,20 @@ enum Command {
     },
     /// Self-supervised DINO pretraining on the utterances of a manifest.
     Pretrain {
-        /// Pretraining configuration (TOML); defaults are the paper's recipe.
-        #[arg(long)]
-        config: Option<PathBuf>,
         #[arg(long)]
         manifest: PathBuf,
-        #[arg(long)]
-        audio_cache: PathBuf,
-        /// MUSAN-like noise cache (augmentation).
-        #[arg(long)]
-        noise_cache: Option<PathBuf>,
-        /// Room impulse response cache (augmentation).
-        #[arg(long)]
-        rir_cache: Option<PathBuf>,
-        #[arg(long)]
-        out_dir: PathBuf,
-        /// Continue from the newest checkpoint in OUT_DIR/checkpoints.
-        #[arg(long)]
-        resume: bool,
-        /// Override the configuration's seed.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Override the configuration's device (auto, cpu, cuda, cuda:N).
-        #[arg(long)]
-        device: Option<String>,
-        /// Stop after this many steps (a checkpoint is written there); for time-boxed runs.
-        #[arg(long)]
-        stop_after: Option<usize>,
+        #[command(flatten)]
+        run: TrainingArgs,
     },
     /// Supervised fine-tuning (AAM-softmax) of a checkpoint's encoder on kept pseudo-labels.
     Finetune {
-        #[arg(long)]
-        config: Option<PathBuf>,
         /// Checkpoint whose encoder to start from (DINO's model.safetensors or a previous round's).
         #[arg(long)]
         init: PathBuf,
         #[arg(long)]
         pseudo_labels: PathBuf,
-        #[arg(long)]
-        audio_cache: PathBuf,
-        #[arg(long)]
-        noise_cache: Option<PathBuf>,
-        #[arg(long)]
-        rir_cache: Option<PathBuf>,
-        #[arg(long)]
-        out_dir: PathBuf,
-        #[arg(long)]
-        resume: bool,
-        #[arg(long)]
-        seed: Option<u64>,
-        #[arg(long)]
-        device: Option<String>,
-        #[arg(long)]
-        stop_after: Option<usize>,
+        #[command(flatten)]
+        run: TrainingArgs,
     },
     /// Embeddings of every utterance of a manifest with a checkpoint's encoder.
     Embed {
@@ -115,29 +106,22 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Doctor => print!("{}", RuntimeReport::collect()),
         Command::Describe { config } => describe(config.as_deref())?,
-        Command::Pretrain {
-            config,
-            manifest,
-            audio_cache,
-            noise_cache,
-            rir_cache,
-            out_dir,
-            resume,
-            seed,
-            device,
-            stop_after,
-        } => {
-            let mut config: PretrainConfig = stage_kit::config::read_or_default(config.as_deref())?;
-            config.seed = seed.unwrap_or(config.seed);
-            config.device = device.unwrap_or(config.device);
+        Command::Pretrain { manifest, run } => {
+            let mut config: PretrainConfig =
+                stage_kit::config::read_or_default(run.config.as_deref())?;
+            config.seed = run.seed.unwrap_or(config.seed);
+            config.device = run.device.unwrap_or(config.device);
             let paths = PretrainPaths {
                 manifest,
-                audio_cache,
-                noise_cache,
-                rir_cache,
-                out_dir,
+                audio_cache: run.audio_cache,
+                noise_cache: run.noise_cache,
+                rir_cache: run.rir_cache,
+                out_dir: run.out_dir,
             };
-            match pretrain::run(&config, &paths, resume, StopAt { step: stop_after })? {
+            let stop = StopAt {
+                step: run.stop_after,
+            };
+            match pretrain::run(&config, &paths, run.resume, stop)? {
                 Some(report) => tracing::info!(
                     "pretraining done: {} steps, final loss {:.4}, data wait {:.1} %, {:.0} s",
                     report.steps,
@@ -151,30 +135,23 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Finetune {
-            config,
             init,
             pseudo_labels,
-            audio_cache,
-            noise_cache,
-            rir_cache,
-            out_dir,
-            resume,
-            seed,
-            device,
-            stop_after,
+            run,
         } => {
-            let mut config: FinetuneConfig = stage_kit::config::read_or_default(config.as_deref())?;
-            config.seed = seed.unwrap_or(config.seed);
-            config.device = device.unwrap_or(config.device);
+            let mut config: FinetuneConfig =
+                stage_kit::config::read_or_default(run.config.as_deref())?;
+            config.seed = run.seed.unwrap_or(config.seed);
+            config.device = run.device.unwrap_or(config.device);
             let paths = FinetunePaths {
                 init,
                 pseudo_labels,
-                audio_cache,
-                noise_cache,
-                rir_cache,
-                out_dir,
+                audio_cache: run.audio_cache,
+                noise_cache: run.noise_cache,
+                rir_cache: run.rir_cache,
+                out_dir: run.out_dir,
             };
-            match finetune::run(&config, &paths, resume, stop_after)? {
+            match finetune::run(&config, &paths, run.resume, run.stop_after)? {
                 Some(report) => tracing::info!(
                     "fine-tuning done: {} steps over {} classes, final loss {:.4}, accuracy {:.1} %, {:.0} s",
                     report.steps,

@@ -10,7 +10,6 @@
 //! continues the uninterrupted run exactly.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use data_manifest::UtteranceManifest;
@@ -20,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointDir, CheckpointMeta, EmbeddingSpec};
-use crate::crops::{CropBatch, CropConfig, CropSampler, open_augmenter};
+use crate::crops::{CropBatch, CropConfig};
 use crate::error::{Error, Result};
 use crate::features::{FeatureConfig, FeaturePipeline};
 use crate::head::LAST_LAYER;
@@ -143,25 +142,15 @@ pub fn run(
         manifest.utterances.iter().map(|u| u.utt_id.as_str()),
         &cache,
     )?;
-    let augmenter = open_augmenter(
-        paths.noise_cache.as_deref(),
-        paths.rir_cache.as_deref(),
-        &config.augment,
-    )?;
-    let sampler = Arc::new(CropSampler::new(
+    let features = FeaturePipeline::new(&config.features, device)?;
+    let sampler = training::crop_sampler(
         cache,
-        augmenter,
+        (paths.noise_cache.as_deref(), paths.rir_cache.as_deref()),
+        &config.augment,
         config.crops.clone(),
         config.seed,
-    ));
-    let features = FeaturePipeline::new(&config.features, device)?;
-    if features.sample_rate() != sampler.cache().sample_rate() {
-        return Err(Error::Config(format!(
-            "fbank sample_rate {} differs from the audio cache's {}",
-            features.sample_rate(),
-            sampler.cache().sample_rate()
-        )));
-    }
+        &features,
+    )?;
     let utterances = items.len();
     let mut plan = Plan::new(
         config.seed,
@@ -179,21 +168,20 @@ pub fn run(
         (config.workers, config.prefetch, config.checkpoint_every);
     let config_json = serde_json::to_value(config).map_err(|e| Error::Config(e.to_string()))?;
     let mut task = DinoTask::new(config, config_json.clone(), &plan, features, device);
-    let mut step = 0;
-    if resume && let Some(loaded) = training::resumable(&plan.checkpoints, &config_json)? {
-        step = task.restore(&loaded, &plan.checkpoints.path_for(loaded.meta.step))?;
-    }
-    let mut log = training::open_log(&paths.out_dir, STEP_LOG, step)?;
     let end = stop.step.unwrap_or(usize::MAX);
-    let outcome = training::run(&plan, &sampler, &mut task, &mut log, step, end)?;
-    if outcome.step < plan.total_steps() {
-        tracing::info!(
-            "stopped at step {} of {} as asked",
-            outcome.step,
-            plan.total_steps()
-        );
+    let Some(outcome) = training::resume_and_run(
+        &plan,
+        &sampler,
+        &mut task,
+        &paths.out_dir,
+        STEP_LOG,
+        &config_json,
+        resume,
+        end,
+    )?
+    else {
         return Ok(None);
-    }
+    };
     let (meta, tensors) = task.checkpoint(config.epochs, outcome.step);
     checkpoint::save(&paths.out_dir.join(FINAL_MODEL), &meta, &tensors)?;
     let report = PretrainReport {
@@ -266,8 +254,9 @@ impl<'a> DinoTask<'a> {
             dino,
         }
     }
+}
 
-    /// Restores a checkpoint; returns its step.
+impl Task for DinoTask<'_> {
     fn restore(&mut self, loaded: &checkpoint::Loaded, path: &Path) -> Result<usize> {
         checkpoint::restore_vars(&self.dino.student.vs, &loaded.tensors, "student.", path)?;
         checkpoint::restore_vars(&self.dino.teacher.vs, &loaded.tensors, "teacher.", path)?;
@@ -280,9 +269,7 @@ impl<'a> DinoTask<'a> {
         self.loss.center = center.to_device(self.loss.center.device());
         Ok(loaded.meta.step)
     }
-}
 
-impl Task for DinoTask<'_> {
     fn step(&mut self, step: usize, epoch: usize, crops: CropBatch) -> Result<StepRecord> {
         let c = self.config;
         let globals = self

@@ -9,13 +9,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use feature_extract::augment::AugmentConfig;
 use feature_extract::cache::AudioCache;
 use rand::seq::SliceRandom;
 use tch::Tensor;
 
 use crate::checkpoint::{self, CheckpointDir, CheckpointMeta};
-use crate::crops::{CropBatch, CropSampler};
+use crate::crops::{CropBatch, CropConfig, CropSampler, open_augmenter};
 use crate::error::{Error, Result};
+use crate::features::FeaturePipeline;
 use crate::monitor::{StepLog, StepRecord};
 use crate::prefetch::Prefetcher;
 
@@ -25,6 +27,8 @@ pub trait Task {
     fn step(&mut self, step: usize, epoch: usize, crops: CropBatch) -> Result<StepRecord>;
     /// The checkpoint of the state after `step` steps.
     fn checkpoint(&self, epoch: usize, step: usize) -> (CheckpointMeta, Vec<(String, Tensor)>);
+    /// Restores a checkpoint of this task read from `path`; returns its step.
+    fn restore(&mut self, loaded: &checkpoint::Loaded, path: &Path) -> Result<usize>;
 }
 
 /// Shape of a run.
@@ -219,7 +223,7 @@ pub fn cache_items<'a>(
 
 /// The newest checkpoint of `ckpts` if it was written with `config`; an error if it was
 /// written with another one.
-pub fn resumable(
+fn resumable(
     ckpts: &CheckpointDir,
     config: &serde_json::Value,
 ) -> Result<Option<checkpoint::Loaded>> {
@@ -241,8 +245,60 @@ pub fn resumable(
     Ok(Some(loaded))
 }
 
+/// The crop sampler of a run over `cache`, augmenting with the noise and RIR caches when
+/// given; refuses a cache whose sample rate is not the one `features` computes fbank at.
+pub fn crop_sampler(
+    cache: AudioCache,
+    (noise, rirs): (Option<&Path>, Option<&Path>),
+    augment: &AugmentConfig,
+    crops: CropConfig,
+    seed: u64,
+    features: &FeaturePipeline,
+) -> Result<Arc<CropSampler>> {
+    if features.sample_rate() != cache.sample_rate() {
+        return Err(Error::Config(format!(
+            "fbank sample_rate {} differs from the audio cache's {}",
+            features.sample_rate(),
+            cache.sample_rate()
+        )));
+    }
+    let augmenter = open_augmenter(noise, rirs, augment)?;
+    Ok(Arc::new(CropSampler::new(cache, augmenter, crops, seed)))
+}
+
+/// Continues from the newest checkpoint of `plan` when `resume` asks (refusing one written
+/// with another `config`), then runs up to step `end`, appending to the step log `log_name`
+/// in `out_dir`. `None` when the run stopped before its last step.
+#[allow(clippy::too_many_arguments)]
+pub fn resume_and_run(
+    plan: &Plan,
+    sampler: &Arc<CropSampler>,
+    task: &mut impl Task,
+    out_dir: &Path,
+    log_name: &str,
+    config: &serde_json::Value,
+    resume: bool,
+    end: usize,
+) -> Result<Option<Outcome>> {
+    let mut start = 0;
+    if resume && let Some(loaded) = resumable(&plan.checkpoints, config)? {
+        start = task.restore(&loaded, &plan.checkpoints.path_for(loaded.meta.step))?;
+    }
+    let mut log = open_log(out_dir, log_name, start)?;
+    let outcome = run(plan, sampler, task, &mut log, start, end)?;
+    if outcome.step < plan.total_steps() {
+        tracing::info!(
+            "stopped at step {} of {} as asked",
+            outcome.step,
+            plan.total_steps()
+        );
+        return Ok(None);
+    }
+    Ok(Some(outcome))
+}
+
 /// Opens the step log of `out_dir`, keeping the steps before `step`.
-pub fn open_log(out_dir: &Path, name: &str, step: usize) -> Result<StepLog> {
+fn open_log(out_dir: &Path, name: &str, step: usize) -> Result<StepLog> {
     std::fs::create_dir_all(out_dir).map_err(|e| stage_kit::FileError::new(out_dir, e))?;
     let path = out_dir.join(name);
     StepLog::open(&path, Some(step)).map_err(|e| stage_kit::FileError::new(&path, e).into())
