@@ -464,16 +464,35 @@ impl Planner<'_> {
     }
 
     fn pretrain(&self) -> Stage {
-        let mut stage = Stage::new("pretrain", &["scan", "prepare"]);
-        let dir = self.dir("pretrain");
-        stage.config = Some(self.file.pretrain.clone());
+        self.training_stage(
+            "pretrain",
+            "pretrain",
+            &["scan", "prepare"],
+            &self.file.pretrain,
+            |cmd| cmd.path("--manifest", &self.manifest(&self.file.train)),
+        )
+    }
+
+    /// A `dino-core pretrain|finetune` stage: its config section, the training audio cache
+    /// with augmentation, a resumable output folder, the pipeline's seed and device;
+    /// `inputs` adds what the subcommand reads besides.
+    fn training_stage(
+        &self,
+        name: &str,
+        subcommand: &str,
+        upstream: &[&str],
+        config: &toml::Table,
+        inputs: impl FnOnce(Cmd) -> Cmd,
+    ) -> Stage {
+        let mut stage = Stage::new(name, upstream);
+        let dir = self.dir(name);
+        stage.config = Some(config.clone());
         let cmd = self
             .bin("dino-core")
             .path("--log-json", &dir.join("log.jsonl"))
-            .arg("pretrain")
-            .path("--config", &dir.join("config.toml"))
-            .path("--manifest", &self.manifest(&self.file.train))
-            .path("--audio-cache", &self.cache(&self.file.train));
+            .arg(subcommand)
+            .path("--config", &dir.join("config.toml"));
+        let cmd = inputs(cmd).path("--audio-cache", &self.cache(&self.file.train));
         let cmd = self
             .augmentation_args(cmd)
             .path("--out-dir", &dir)
@@ -486,7 +505,7 @@ impl Planner<'_> {
         stage.outputs.push(dir.join("model.safetensors"));
         stage
             .metrics
-            .push(("pretrain".to_owned(), dir.join("report.json")));
+            .push((subcommand.to_owned(), dir.join("report.json")));
         stage
     }
 
@@ -613,36 +632,18 @@ impl Planner<'_> {
     }
 
     fn finetune(&self, round: usize, model: &(String, PathBuf)) -> Stage {
-        let name = format!("finetune-r{round}");
         let cluster = format!("cluster-r{round}");
-        let mut stage = Stage::new(&name, &["scan", "prepare", &cluster, &model.0]);
-        let dir = self.dir(&name);
-        stage.config = Some(self.file.finetune.clone());
-        let cmd = self
-            .bin("dino-core")
-            .path("--log-json", &dir.join("log.jsonl"))
-            .arg("finetune")
-            .path("--config", &dir.join("config.toml"))
-            .path("--init", &model.1)
-            .path(
-                "--pseudo-labels",
-                &self.dir(&cluster).join("pseudo_labels.parquet"),
-            )
-            .path("--audio-cache", &self.cache(&self.file.train));
-        let cmd = self
-            .augmentation_args(cmd)
-            .path("--out-dir", &dir)
-            .arg("--resume")
-            .arg("--seed")
-            .arg(self.seed())
-            .arg("--device")
-            .arg(&self.file.pipeline.device);
-        stage.commands.push(cmd.0);
-        stage.outputs.push(dir.join("model.safetensors"));
-        stage
-            .metrics
-            .push(("finetune".to_owned(), dir.join("report.json")));
-        stage
+        let labels = self.dir(&cluster).join("pseudo_labels.parquet");
+        self.training_stage(
+            &format!("finetune-r{round}"),
+            "finetune",
+            &["scan", "prepare", &cluster, &model.0],
+            &self.file.finetune,
+            |cmd| {
+                cmd.path("--init", &model.1)
+                    .path("--pseudo-labels", &labels)
+            },
+        )
     }
 }
 
@@ -655,10 +656,10 @@ fn cluster_device(device: &str) -> &str {
     }
 }
 
-/// `path` itself when absolute, else under `root`.
 /// Folder of the manifests and trial lists that ship with the project.
 const SHIPPED: &str = "data-manifests";
 
+/// `path` itself when absolute, else under `root`.
 fn absolute_in(root: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);
     if p.is_absolute() {
