@@ -50,12 +50,13 @@ fn cache(manifest: &Path, out: &Path, vad: bool) {
     prepare(&request).expect("prepare");
 }
 
-/// The prepared fixture (built on first use).
+/// The prepared fixture (built on first use). It lives as long as the process (a static is
+/// never dropped), so it goes under cargo's target folder rather than the system's /tmp.
 pub fn prepared() -> &'static Prepared {
     static PREPARED: OnceLock<Prepared> = OnceLock::new();
     PREPARED.get_or_init(|| {
         let root = xtask::fixture::ensure(xtask::fixture::Size::Tiny, 1).expect("fixture");
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let p = |name: &str| dir.path().join(name);
         manifest(
             &root,
