@@ -77,6 +77,8 @@ struct Slot {
 pub struct Optimizer {
     config: OptimConfig,
     slots: Vec<Slot>,
+    /// Work space of the in-place Adam step, as many elements as the largest parameter.
+    scratch: Tensor,
 }
 
 impl Optimizer {
@@ -88,6 +90,11 @@ impl Optimizer {
             .filter(|(_, t)| t.requires_grad())
             .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
+        let largest = named.iter().map(|(_, t)| t.numel()).max().unwrap_or(0);
+        let scratch = match named.first() {
+            Some((_, t)) => Tensor::zeros([largest as i64], (Kind::Float, t.device())),
+            None => Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)),
+        };
         let slots = named
             .into_iter()
             .map(|(name, param)| Slot {
@@ -100,7 +107,11 @@ impl Optimizer {
                 param,
             })
             .collect();
-        Optimizer { config, slots }
+        Optimizer {
+            config,
+            slots,
+            scratch,
+        }
     }
 
     pub fn config(&self) -> &OptimConfig {
@@ -166,7 +177,9 @@ impl Optimizer {
                 slot.step += 1;
                 match c.kind {
                     OptimizerKind::Sgd => sgd_step(slot, &grad, lr, wd, c.momentum),
-                    OptimizerKind::Adam | OptimizerKind::AdamW => adam_step(slot, grad, lr, wd, &c),
+                    OptimizerKind::Adam | OptimizerKind::AdamW => {
+                        adam_step(slot, &grad, &self.scratch, lr, wd, &c)
+                    }
                 }
             }
         });
@@ -246,32 +259,47 @@ fn sgd_step(slot: &mut Slot, grad: &Tensor, lr: f64, wd: f64, momentum: f64) {
     let _ = slot.param.g_sub_(&(&*buf * lr));
 }
 
-fn adam_step(slot: &mut Slot, grad: Tensor, lr: f64, wd: f64, c: &OptimConfig) {
-    let mut g = grad.to_kind(Kind::Float);
-    match c.kind {
+/// PyTorch's single-tensor Adam update, in place: every pass writes into the moments, the
+/// parameter or the optimiser's shared `scratch` buffer (sized for the largest parameter), so
+/// a step allocates nothing.
+fn adam_step(slot: &mut Slot, grad: &Tensor, scratch: &Tensor, lr: f64, wd: f64, c: &OptimConfig) {
+    let (b1, b2) = c.betas;
+    let mut scratch = scratch
+        .narrow(0, 0, slot.param.numel() as i64)
+        .view_as(&slot.param);
+    // The gradient with coupled L2 decay (Adam) goes to scratch; AdamW decays the weights.
+    let grad = match c.kind {
         OptimizerKind::AdamW => {
             let _ = slot.param.g_mul_scalar_(1.0 - lr * wd);
+            grad.shallow_clone()
         }
-        _ if wd > 0.0 => g += &slot.param * wd,
-        _ => {}
-    }
-    let (b1, b2) = c.betas;
-    let _ = slot.exp_avg.g_mul_scalar_(b1);
-    slot.exp_avg += &g * (1.0 - b1);
-    let _ = slot.exp_avg_sq.g_mul_scalar_(b2);
-    slot.exp_avg_sq += &g * &g * (1.0 - b2);
-    let t = slot.step as f64;
-    let bias1 = 1.0 - b1.powf(t);
-    let bias2_sqrt = (1.0 - b2.powf(t)).sqrt();
-    let second = if c.amsgrad {
-        let max = slot.max_exp_avg_sq.maximum(&slot.exp_avg_sq);
-        slot.max_exp_avg_sq.copy_(&max);
-        max
-    } else {
-        slot.exp_avg_sq.shallow_clone()
+        _ if wd > 0.0 => {
+            let _ = slot.param.mul_scalar_out(&scratch, wd);
+            let _ = scratch.g_add_(grad);
+            scratch.shallow_clone()
+        }
+        _ => grad.shallow_clone(),
     };
-    let denom = second.sqrt() / bias2_sqrt + c.eps;
-    let _ = slot.param.g_sub_(&(&slot.exp_avg / denom * (lr / bias1)));
+    let _ = slot.exp_avg.lerp_(&grad, 1.0 - b1);
+    let _ = grad.mul_out(&scratch, &grad);
+    let _ = slot.exp_avg_sq.lerp_(&scratch, 1.0 - b2);
+    let second = if c.amsgrad {
+        let _ = slot
+            .max_exp_avg_sq
+            .maximum_out(&slot.max_exp_avg_sq, &slot.exp_avg_sq);
+        &slot.max_exp_avg_sq
+    } else {
+        &slot.exp_avg_sq
+    };
+    // param -= step_size * m / (sqrt(v) / sqrt(1 - b2^t) + eps), as param += m / denom with
+    // denom = (sqrt(v) / sqrt(1 - b2^t) + eps) / -step_size built in scratch.
+    let t = slot.step as f64;
+    let step_size = lr / (1.0 - b1.powf(t));
+    let bias2_sqrt = (1.0 - b2.powf(t)).sqrt();
+    let _ = second.sqrt_out(&scratch);
+    let _ = scratch.g_mul_scalar_(-1.0 / (bias2_sqrt * step_size));
+    let _ = scratch.g_add_scalar_(-c.eps / step_size);
+    let _ = slot.param.addcdiv_(&slot.exp_avg, &scratch);
 }
 
 /// The optimiser's and the loss scaler's state as checkpoint tensors (`optim.*`, `scaler.*`).
