@@ -292,9 +292,13 @@ fn adam_step(slot: &mut Slot, grad: &Tensor, scratch: &Tensor, lr: f64, wd: f64,
         &slot.exp_avg_sq
     };
     // param -= step_size * m / (sqrt(v) / sqrt(1 - b2^t) + eps), as param += m / denom with
-    // denom = (sqrt(v) / sqrt(1 - b2^t) + eps) / -step_size built in scratch.
+    // denom = (sqrt(v) / sqrt(1 - b2^t) + eps) / -step_size built in scratch; a zero learning
+    // rate (the first warm-up step) moves nothing.
     let t = slot.step as f64;
     let step_size = lr / (1.0 - b1.powf(t));
+    if step_size == 0.0 {
+        return;
+    }
     let bias2_sqrt = (1.0 - b2.powf(t)).sqrt();
     let _ = second.sqrt_out(&scratch);
     let _ = scratch.g_mul_scalar_(-1.0 / (bias2_sqrt * step_size));
@@ -460,6 +464,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_zero_learning_rate_updates_the_moments_but_not_the_weights() {
+        let vs = VarStore::new(Device::Cpu);
+        let w = vs.root().var_copy("w", &Tensor::from_slice(&[1.0f32, 0.0]));
+        let mut opt = Optimizer::new(&vs, OptimConfig::default());
+        // One gradient is zero: its second moment stays 0, where 0 / 0 would give NaN.
+        (&w * Tensor::from_slice(&[3.0f32, 0.0]))
+            .sum(Kind::Float)
+            .backward();
+        opt.step(0.0, 0.0, |_| false);
+        assert!(w.equal(&Tensor::from_slice(&[1.0f32, 0.0])));
+        let state: HashMap<String, Tensor> = opt.state().into_iter().collect();
+        let want = Tensor::from_slice(&[0.3f32, 0.0]);
+        assert!(state["w.exp_avg"].allclose(&want, 1e-6, 1e-6, false));
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct Stage {
     pub outputs: Vec<PathBuf>,
     /// Report files whose top-level numbers are the stage's metrics, by label.
     pub metrics: Vec<(String, PathBuf)>,
+    /// Nested objects of the report files (dotted paths) whose numbers are metrics too,
+    /// keyed `path.name`.
+    pub nested_metrics: Vec<&'static str>,
 }
 
 impl Stage {
@@ -41,6 +44,7 @@ impl Stage {
             external: Vec::new(),
             outputs: Vec::new(),
             metrics: Vec::new(),
+            nested_metrics: Vec::new(),
         }
     }
 
@@ -52,20 +56,32 @@ impl Stage {
         out
     }
 
-    /// Top-level numbers of each metrics file, by label.
+    /// Top-level numbers of each metrics file, and those of its `nested_metrics` objects, by
+    /// label.
     pub fn read_metrics(&self) -> anyhow::Result<serde_json::Value> {
         let mut out = serde_json::Map::new();
         for (label, path) in &self.metrics {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
             let report: serde_json::Value = serde_json::from_str(&text)?;
-            let numbers: serde_json::Map<String, serde_json::Value> = report
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(_, v)| v.is_number())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let mut numbers = serde_json::Map::new();
+            let sections = std::iter::once("").chain(self.nested_metrics.iter().copied());
+            for section in sections {
+                let pointer = format!("/{}", section.replace('.', "/"));
+                let object = if section.is_empty() {
+                    report.as_object()
+                } else {
+                    report.pointer(&pointer).and_then(|v| v.as_object())
+                };
+                for (k, v) in object.into_iter().flatten().filter(|(_, v)| v.is_number()) {
+                    let key = if section.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{section}.{k}")
+                    };
+                    numbers.insert(key, v.clone());
+                }
+            }
             out.insert(label.clone(), serde_json::Value::Object(numbers));
         }
         Ok(serde_json::Value::Object(out))
@@ -628,6 +644,7 @@ impl Planner<'_> {
         stage
             .metrics
             .push(("cluster".to_owned(), dir.join("cluster_report.json")));
+        stage.nested_metrics = CLUSTER_METRICS.to_vec();
         stage
     }
 
@@ -655,6 +672,16 @@ fn cluster_device(device: &str) -> &str {
         device
     }
 }
+
+/// The parts of `cluster_report.json` the report shows per round: cluster counts through the
+/// recipe, the share kept, and agreement with the true speakers where the manifest has them.
+const CLUSTER_METRICS: [&str; 5] = [
+    "kmeans",
+    "merge",
+    "cleanup",
+    "diagnostics.kmeans",
+    "diagnostics.kept",
+];
 
 /// Folder of the manifests and trial lists that ship with the project.
 const SHIPPED: &str = "data-manifests";

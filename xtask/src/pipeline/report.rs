@@ -211,11 +211,31 @@ fn markdown(report: &Report) -> String {
         md.push('\n');
     }
     if !report.clustering.is_empty() {
-        md.push_str("## Pseudo-labelling rounds\n\n```json\n");
+        md.push_str("## Pseudo-labelling rounds\n\nAgreement with the true speakers is a diagnostic only (the labels are not used).\n\n");
+        md.push_str("| round | k-means clusters | after merging | after clean-up | kept % | NMI k-means | NMI kept | ARI kept | purity kept | s |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for (round, c) in report.clustering.iter().enumerate() {
-            let _ = writeln!(md, "round {}: {c}", round + 1);
+            let count = |k: &str| {
+                c.get(k)
+                    .and_then(Value::as_u64)
+                    .map_or("-".to_owned(), |v| v.to_string())
+            };
+            let get = |k: &str| c.get(k);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+                round + 1,
+                count("kmeans.k"),
+                count("merge.clusters_after"),
+                count("cleanup.clusters_after"),
+                percent(get("cleanup.kept_share")),
+                number(get("diagnostics.kmeans.nmi")),
+                number(get("diagnostics.kept.nmi")),
+                number(get("diagnostics.kept.ari")),
+                number(get("diagnostics.kept.purity")),
+                get("seconds").and_then(Value::as_f64).unwrap_or(f64::NAN)
+            );
         }
-        md.push_str("```\n\n");
+        md.push('\n');
     }
     md.push_str("## Stages\n\n| stage | wall time (s) |\n|---|---|\n");
     for s in &report.stages {
