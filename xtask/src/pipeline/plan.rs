@@ -695,3 +695,30 @@ fn absolute_in(root: &Path, path: &str) -> PathBuf {
         root.join(p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_the_top_level_and_the_named_nested_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        let report = r#"{"seconds": 1.5, "name": "x", "inertia": [3, 2],
+            "cleanup": {"kept_share": 0.9, "rule": "y"},
+            "diagnostics": {"kept": {"nmi": 0.7}, "kmeans": {"nmi": 0.6}}}"#;
+        std::fs::write(&path, report).unwrap();
+        let mut stage = Stage::new("cluster-r1", &[]);
+        stage.metrics.push(("cluster".to_owned(), path));
+        stage.nested_metrics = vec!["cleanup", "diagnostics.kept", "absent"];
+        let metrics = stage.read_metrics().unwrap();
+        assert_eq!(
+            metrics,
+            serde_json::json!({"cluster": {
+                "seconds": 1.5,
+                "cleanup.kept_share": 0.9,
+                "diagnostics.kept.nmi": 0.7
+            }})
+        );
+    }
+}

@@ -212,7 +212,7 @@ fn markdown(report: &Report) -> String {
     }
     if !report.clustering.is_empty() {
         md.push_str("## Pseudo-labelling rounds\n\nAgreement with the true speakers is a diagnostic only (the labels are not used).\n\n");
-        md.push_str("| round | k-means clusters | after merging | after clean-up | kept % | NMI k-means | NMI kept | ARI kept | purity kept | s |\n|---|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("| round | k-means clusters | after merging | after clean-up | kept % | NMI k-means | NMI kept | ARI kept | purity kept | seconds |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for (round, c) in report.clustering.iter().enumerate() {
             let count = |k: &str| {
                 c.get(k)
@@ -222,7 +222,7 @@ fn markdown(report: &Report) -> String {
             let get = |k: &str| c.get(k);
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
                 round + 1,
                 count("kmeans.k"),
                 count("merge.clusters_after"),
