@@ -58,6 +58,9 @@ pub struct EmbedReport {
     pub dim: usize,
     pub audio_hours: f64,
     pub wall_seconds: f64,
+    /// Seconds spent computing features and embeddings: the wall time less loading the model,
+    /// waiting for audio and writing the file.
+    pub encode_seconds: f64,
     /// Seconds of audio embedded per second.
     pub speed: f64,
 }
@@ -146,8 +149,10 @@ pub fn run(
             Ok(audio)
         },
     );
+    let mut encode_seconds = 0.0;
     for (batch, audio) in batches.iter().zip(loader) {
         let audio = audio?;
+        let encode_started = Instant::now();
         let embeddings =
             tch::no_grad(|| encoder.forward_t(&features.forward(&audio, batch.len()), false))
                 .to_kind(Kind::Float)
@@ -159,6 +164,7 @@ pub fn run(
             target.iter_mut().zip(row).for_each(|(t, v)| *t += v);
             counts[segment.owner] += 1;
         }
+        encode_seconds += encode_started.elapsed().as_secs_f64();
         progress.update(1);
     }
     progress.finish();
@@ -184,6 +190,7 @@ pub fn run(
         dim,
         audio_hours: total_samples as f64 / rate / 3600.0,
         wall_seconds,
+        encode_seconds,
         speed: total_samples as f64 / rate / wall_seconds.max(1e-9),
     })
 }
