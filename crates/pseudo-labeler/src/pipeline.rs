@@ -40,10 +40,13 @@ pub struct StagePaths {
     pub out_dir: PathBuf,
 }
 
-/// True speakers by utterance id, and the file they came from.
+/// True speakers (and recording sessions, where known) by utterance id, and the file they
+/// came from.
 pub struct Speakers<'a> {
     pub source: &'a Path,
     pub by_utterance: &'a HashMap<String, String>,
+    /// `speaker/session` by utterance id; empty when the manifest has no sessions.
+    pub sessions: &'a HashMap<String, String>,
 }
 
 /// Pseudo-labels in the order of the embeddings, and the report.
@@ -56,17 +59,27 @@ pub struct Outcome {
 /// `pseudo_labels.parquet` and `cluster_report.json` atomically into `out_dir`.
 pub fn run(paths: &StagePaths, config: &ClusterConfig) -> Result<ClusterReport> {
     let embeddings = Embeddings::read(&paths.embeddings)?;
-    let speakers = match &paths.manifest {
-        Some(path) => Some((path.as_path(), speakers_of(&UtteranceManifest::read(path)?))),
+    let truth = match &paths.manifest {
+        Some(path) => {
+            let manifest = UtteranceManifest::read(path)?;
+            Some((
+                path.as_path(),
+                speakers_of(&manifest),
+                sessions_of(&manifest),
+            ))
+        }
         None => None,
     };
     let outcome = pseudo_label(
         &embeddings,
         &paths.embeddings,
-        speakers.as_ref().map(|(source, by_utterance)| Speakers {
-            source,
-            by_utterance,
-        }),
+        truth
+            .as_ref()
+            .map(|(source, by_utterance, sessions)| Speakers {
+                source,
+                by_utterance,
+                sessions,
+            }),
         config,
     )?;
     outcome
@@ -84,6 +97,19 @@ pub fn speakers_of(manifest: &UtteranceManifest) -> HashMap<String, String> {
         .utterances
         .iter()
         .filter_map(|u| Some((u.utt_id.clone(), u.speaker.clone()?)))
+        .collect()
+}
+
+/// Recording session of every utterance that has a speaker and a session, as
+/// `speaker/session` (session names need only be unique within a speaker).
+pub fn sessions_of(manifest: &UtteranceManifest) -> HashMap<String, String> {
+    manifest
+        .utterances
+        .iter()
+        .filter_map(|u| {
+            let key = format!("{}/{}", u.speaker.as_ref()?, u.session.as_ref()?);
+            Some((u.utt_id.clone(), key))
+        })
         .collect()
 }
 
@@ -214,7 +240,22 @@ pub fn pseudo_label(
                 Some((p, speaker.as_str()))
             })
             .collect();
-        diagnose(speakers.source, &known, &clustering.labels, &members)
+        // The same for recording sessions.
+        let sessions: Vec<(usize, &str)> = usable
+            .iter()
+            .enumerate()
+            .filter_map(|(p, &row)| {
+                let session = speakers.sessions.get(&embeddings.utt_ids[row])?;
+                Some((p, session.as_str()))
+            })
+            .collect();
+        diagnose(
+            speakers.source,
+            &known,
+            &sessions,
+            &clustering.labels,
+            &members,
+        )
     });
     if let Some(d) = &diagnostics {
         tracing::info!(
@@ -226,6 +267,14 @@ pub fn pseudo_label(
             d.kept.nmi,
             d.kept.purity
         );
+        if let Some(sessions) = &d.kmeans_sessions {
+            tracing::info!(
+                "against recording sessions: k-means NMI {:.4}, purity {:.4} ({} sessions)",
+                sessions.nmi,
+                sessions.purity,
+                sessions.classes
+            );
+        }
     }
 
     let labels = output_rows(embeddings, &usable, &members);
@@ -267,10 +316,12 @@ pub fn pseudo_label(
 }
 
 /// Agreement with the true speakers of the `known` utterances (position among the
-/// clustered ones, speaker) for the k-means labels, the final clusters, and the kept ones.
+/// clustered ones, speaker) for the k-means labels, the final clusters, and the kept ones;
+/// and of the k-means labels with the recording `sessions` (position, session), if any.
 fn diagnose(
     manifest: &Path,
     known: &[(usize, &str)],
+    sessions: &[(usize, &str)],
     kmeans_labels: &[u32],
     members: &[cleanup::Member],
 ) -> Diagnostics {
@@ -290,6 +341,8 @@ fn diagnose(
         kmeans: compare(known, &|p| i64::from(kmeans_labels[p])),
         assigned: compare(known, &|p| members[p].cluster),
         kept: compare(&kept, &|p| members[p].cluster),
+        kmeans_sessions: (!sessions.is_empty())
+            .then(|| compare(sessions, &|p| i64::from(kmeans_labels[p]))),
     }
 }
 
@@ -372,9 +425,18 @@ mod tests {
             ..ClusterConfig::default()
         };
         let source = Path::new("blobs.h5");
+        // Two recording sessions per speaker.
+        let sessions: HashMap<String, String> = truth
+            .iter()
+            .map(|(utt, spk)| {
+                let n: usize = utt[3..].parse().unwrap();
+                (utt.clone(), format!("{spk}/s{}", n % 2))
+            })
+            .collect();
         let speakers = Speakers {
             source: Path::new("truth.parquet"),
             by_utterance: &truth,
+            sessions: &sessions,
         };
         let outcome = pseudo_label(&embeddings, source, Some(speakers), &config).unwrap();
         let report = &outcome.report;
@@ -391,6 +453,10 @@ mod tests {
         assert_eq!(d.utterances_with_speaker, 359);
         assert!(d.assigned.nmi > 0.99, "{:?}", d.assigned);
         assert!(d.kept.purity > 0.99, "{:?}", d.kept);
+        // Sessions here are arbitrary halves of each speaker: no better agreement with them.
+        let by_session = d.kmeans_sessions.as_ref().unwrap();
+        assert_eq!(by_session.classes, 24);
+        assert!(by_session.nmi <= d.kmeans.nmi + 0.05, "{by_session:?}");
         assert!(report.cleanup.kept_share > 0.9, "{:?}", report.cleanup);
         // Kept labels are exactly 0..clusters_after.
         let kept: HashSet<i64> = outcome

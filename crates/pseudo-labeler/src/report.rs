@@ -78,7 +78,8 @@ pub struct SizeBin {
     pub utterances: usize,
 }
 
-/// Agreement of the clusters with the true speakers at three points of the recipe.
+/// Agreement of the clusters with the true speakers at three points of the recipe, and of
+/// the k-means clusters with the recording sessions.
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnostics {
     pub manifest: String,
@@ -90,6 +91,10 @@ pub struct Diagnostics {
     pub assigned: Agreement,
     /// The final clusters, kept utterances only: the labels fine-tuning trains on.
     pub kept: Agreement,
+    /// The k-means clusters against the recording sessions (speaker + session), when the
+    /// manifest has them. Agreement above that with the speakers means the clusters split
+    /// speakers by recording condition, which merging has to undo.
+    pub kmeans_sessions: Option<Agreement>,
 }
 
 /// Histogram of cluster sizes in power-of-two bins: 1, 2, 3-4, 5-8, 9-16, ...

@@ -172,6 +172,15 @@ fn clusters_follow_speakers_on_the_fixture() {
     );
     assert_eq!(report["kmeans"]["k"], n / 4);
     assert_eq!(d["utterances_with_speaker"], n);
+    let sessions = &d["kmeans_sessions"];
+    eprintln!(
+        "fixture, batched: k-means NMI against sessions {}",
+        sessions["nmi"]
+    );
+    assert_eq!(
+        sessions["utterances"], n,
+        "every fixture utterance has a session"
+    );
     // Speakers with 3 channel-distinct sessions each: hand-made statistics cluster partly by
     // session; the thresholds leave room for that while ruling out chance (NMI ~0.5 at
     // this many clusters).

@@ -674,13 +674,15 @@ fn cluster_device(device: &str) -> &str {
 }
 
 /// The parts of `cluster_report.json` the report shows per round: cluster counts through the
-/// recipe, the share kept, and agreement with the true speakers where the manifest has them.
-const CLUSTER_METRICS: [&str; 5] = [
+/// recipe, the share kept, and agreement with the true speakers (and of k-means with the
+/// recording sessions) where the manifest has them.
+const CLUSTER_METRICS: [&str; 6] = [
     "kmeans",
     "merge",
     "cleanup",
     "diagnostics.kmeans",
     "diagnostics.kept",
+    "diagnostics.kmeans_sessions",
 ];
 
 /// Folder of the manifests and trial lists that ship with the project.
