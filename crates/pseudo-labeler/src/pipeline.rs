@@ -114,10 +114,10 @@ pub fn sessions_of(manifest: &UtteranceManifest) -> HashMap<String, String> {
 }
 
 /// Clusters `embeddings` (read from `source`) into pseudo-labels.
-pub fn pseudo_label(
+pub fn pseudo_label<'a>(
     embeddings: &Embeddings,
     source: &Path,
-    speakers: Option<Speakers<'_>>,
+    speakers: Option<Speakers<'a>>,
     config: &ClusterConfig,
 ) -> Result<Outcome> {
     let started = Instant::now();
@@ -231,28 +231,18 @@ pub fn pseudo_label(
     );
 
     let diagnostics = speakers.map(|speakers| {
-        // Clustered utterances with a known speaker, as positions in `usable`.
-        let known: Vec<(usize, &str)> = usable
-            .iter()
-            .enumerate()
-            .filter_map(|(p, &row)| {
-                let speaker = speakers.by_utterance.get(&embeddings.utt_ids[row])?;
-                Some((p, speaker.as_str()))
-            })
-            .collect();
-        // The same for recording sessions.
-        let sessions: Vec<(usize, &str)> = usable
-            .iter()
-            .enumerate()
-            .filter_map(|(p, &row)| {
-                let session = speakers.sessions.get(&embeddings.utt_ids[row])?;
-                Some((p, session.as_str()))
-            })
-            .collect();
+        // Clustered utterances with a known speaker (session), as positions in `usable`.
+        let labelled = |truth: &'a HashMap<String, String>| -> Vec<(usize, &'a str)> {
+            usable
+                .iter()
+                .enumerate()
+                .filter_map(|(p, &row)| Some((p, truth.get(&embeddings.utt_ids[row])?.as_str())))
+                .collect()
+        };
         diagnose(
             speakers.source,
-            &known,
-            &sessions,
+            &labelled(speakers.by_utterance),
+            &labelled(speakers.sessions),
             &clustering.labels,
             &members,
         )
