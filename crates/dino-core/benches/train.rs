@@ -44,6 +44,7 @@ use dino_core::encoder::{EncoderConfig, parameter_count};
 use dino_core::model::{Network, encoder_only};
 use dino_core::monitor::StepRecord;
 use dino_core::pretrain::{self, PretrainConfig, PretrainPaths, StopAt};
+use dino_core::training;
 use feature_extract::cache::AudioCache;
 use serde::Deserialize;
 use tch::Device;
@@ -345,7 +346,7 @@ fn rust_steps(config: &PretrainConfig, out_dir: &Path) -> Steps {
         rir_cache: Some(fixture.rir_cache.clone()),
         out_dir: out_dir.to_path_buf(),
     };
-    let log = out_dir.join(pretrain::STEP_LOG);
+    let log = out_dir.join(training::STEP_LOG);
     let marks = [WARMUP_STEPS, WARMUP_STEPS + TIMED_STEPS];
     let cpu = cpu_at_log_lines(&log, marks, || {
         pretrain::run(config, &paths, false, StopAt::default()).expect("pretraining");
@@ -539,7 +540,7 @@ fn main() {
     let train_dir = dir.path().join("train");
     let steps = rust_steps(&config, &train_dir);
     let checkpoint = dir.path().join("encoder.safetensors");
-    embedding_checkpoint(&train_dir.join(pretrain::FINAL_MODEL), &checkpoint);
+    embedding_checkpoint(&train_dir.join(training::FINAL_MODEL), &checkpoint);
     let embed_out = dir.path().join("embeddings.h5");
     let lengths = utterance_lengths(&common::prepared().test_cache);
     let embed = || rust_embedding(&checkpoint, &embed_config, &embed_out, lengths.len());

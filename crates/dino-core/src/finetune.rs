@@ -100,9 +100,7 @@ pub struct FinetuneReport {
     pub wall_seconds: f64,
 }
 
-pub const FINAL_MODEL: &str = "model.safetensors";
-pub const STEP_LOG: &str = "train_log.jsonl";
-pub const REPORT: &str = "report.json";
+use crate::training::REPORT;
 
 /// Fine-tunes; with `resume` continues from the newest checkpoint of `out_dir/checkpoints`.
 /// `stop_after` ends the run early (for time-boxed runs and tests).
@@ -177,7 +175,6 @@ pub fn run(
         &sampler,
         &mut task,
         &paths.out_dir,
-        STEP_LOG,
         &config_json,
         resume,
         stop_after.unwrap_or(usize::MAX),
@@ -185,8 +182,6 @@ pub fn run(
     else {
         return Ok(None);
     };
-    let (meta, tensors) = task.checkpoint(config.epochs, outcome.step);
-    checkpoint::save(&paths.out_dir.join(FINAL_MODEL), &meta, &tensors)?;
     let report = FinetuneReport {
         steps: outcome.step,
         epochs: config.epochs,

@@ -114,10 +114,7 @@ pub struct PretrainReport {
     pub model: String,
 }
 
-/// File names inside the output folder.
-pub const FINAL_MODEL: &str = "model.safetensors";
-pub const STEP_LOG: &str = "train_log.jsonl";
-pub const REPORT: &str = "report.json";
+use crate::training::REPORT;
 
 /// Where the run stops: all steps, or (for tests and time-boxed runs) earlier.
 #[derive(Debug, Clone, Copy, Default)]
@@ -174,7 +171,6 @@ pub fn run(
         &sampler,
         &mut task,
         &paths.out_dir,
-        STEP_LOG,
         &config_json,
         resume,
         end,
@@ -182,8 +178,6 @@ pub fn run(
     else {
         return Ok(None);
     };
-    let (meta, tensors) = task.checkpoint(config.epochs, outcome.step);
-    checkpoint::save(&paths.out_dir.join(FINAL_MODEL), &meta, &tensors)?;
     let report = PretrainReport {
         steps: outcome.step,
         epochs: config.epochs,

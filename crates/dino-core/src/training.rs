@@ -266,16 +266,20 @@ pub fn crop_sampler(
     Ok(Arc::new(CropSampler::new(cache, augmenter, crops, seed)))
 }
 
+/// File names inside a training run's output folder.
+pub const FINAL_MODEL: &str = "model.safetensors";
+pub const STEP_LOG: &str = "train_log.jsonl";
+pub const REPORT: &str = "report.json";
+
 /// Continues from the newest checkpoint of `plan` when `resume` asks (refusing one written
-/// with another `config`), then runs up to step `end`, appending to the step log `log_name`
-/// in `out_dir`. `None` when the run stopped before its last step.
-#[allow(clippy::too_many_arguments)]
+/// with another `config`), then runs up to step `end`, appending to [`STEP_LOG`] in
+/// `out_dir`; a run that reaches its last step saves the task as [`FINAL_MODEL`] there.
+/// `None` when the run stopped before its last step.
 pub fn resume_and_run(
     plan: &Plan,
     sampler: &Arc<CropSampler>,
     task: &mut impl Task,
     out_dir: &Path,
-    log_name: &str,
     config: &serde_json::Value,
     resume: bool,
     end: usize,
@@ -284,7 +288,7 @@ pub fn resume_and_run(
     if resume && let Some(loaded) = resumable(&plan.checkpoints, config)? {
         start = task.restore(&loaded, &plan.checkpoints.path_for(loaded.meta.step))?;
     }
-    let mut log = open_log(out_dir, log_name, start)?;
+    let mut log = open_log(out_dir, start)?;
     let outcome = run(plan, sampler, task, &mut log, start, end)?;
     if outcome.step < plan.total_steps() {
         tracing::info!(
@@ -294,12 +298,14 @@ pub fn resume_and_run(
         );
         return Ok(None);
     }
+    let (meta, tensors) = task.checkpoint(plan.epochs, outcome.step);
+    checkpoint::save(&out_dir.join(FINAL_MODEL), &meta, &tensors)?;
     Ok(Some(outcome))
 }
 
 /// Opens the step log of `out_dir`, keeping the steps before `step`.
-fn open_log(out_dir: &Path, name: &str, step: usize) -> Result<StepLog> {
+fn open_log(out_dir: &Path, step: usize) -> Result<StepLog> {
     std::fs::create_dir_all(out_dir).map_err(|e| stage_kit::FileError::new(out_dir, e))?;
-    let path = out_dir.join(name);
+    let path = out_dir.join(STEP_LOG);
     StepLog::open(&path, Some(step)).map_err(|e| stage_kit::FileError::new(&path, e).into())
 }

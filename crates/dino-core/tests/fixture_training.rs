@@ -12,6 +12,7 @@ use dino_core::embed::{self, EmbedConfig};
 use dino_core::encoder::EncoderConfig;
 use dino_core::head::HeadConfig;
 use dino_core::pretrain::{self, PretrainConfig, PretrainPaths, StopAt};
+use dino_core::training;
 use downstream_eval::sv::{self, SvConfig, SvInputs};
 use tch::Tensor;
 
@@ -60,7 +61,7 @@ fn tensors(path: &Path) -> HashMap<String, Tensor> {
 }
 
 fn losses(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join(pretrain::STEP_LOG))
+    std::fs::read_to_string(out.join(training::STEP_LOG))
         .unwrap()
         .lines()
         .map(|l| {
@@ -97,8 +98,8 @@ fn a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
         .unwrap();
 
     let (a, b) = (
-        tensors(&whole.join(pretrain::FINAL_MODEL)),
-        tensors(&resumed.join(pretrain::FINAL_MODEL)),
+        tensors(&whole.join(training::FINAL_MODEL)),
+        tensors(&resumed.join(training::FINAL_MODEL)),
     );
     assert_eq!(a.len(), b.len());
     let mut differing: Vec<&String> = a.keys().filter(|name| !a[*name].equal(&b[*name])).collect();
@@ -110,7 +111,7 @@ fn a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     pretrain::run(&tiny(8), &paths(&other), false, StopAt::default())
         .unwrap()
         .unwrap();
-    let c = tensors(&other.join(pretrain::FINAL_MODEL));
+    let c = tensors(&other.join(training::FINAL_MODEL));
     assert!(!a["teacher.encoder.embedding.weight"].equal(&c["teacher.encoder.embedding.weight"]));
 
     // Resuming with another configuration is refused.
@@ -162,7 +163,7 @@ fn a_few_minutes_of_dino_on_two_cores_beat_random_initialisation() {
         &untrained.join("checkpoints/step-00000000.safetensors"),
         &untrained,
     );
-    let after = eer(&trained.join(pretrain::FINAL_MODEL), &trained);
+    let after = eer(&trained.join(training::FINAL_MODEL), &trained);
     eprintln!(
         "fixture trials: EER {:.2} % at random initialisation, {:.2} % after {} DINO steps ({:.0} s)",
         100.0 * before,
