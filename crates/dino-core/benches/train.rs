@@ -47,6 +47,7 @@ use dino_core::pretrain::{self, PretrainConfig, PretrainPaths, StopAt};
 use dino_core::training;
 use feature_extract::cache::AudioCache;
 use serde::Deserialize;
+use stage_kit::timings::{fastest, median};
 use tch::Device;
 
 /// Steps run before the timed ones (allocator, kernel selection, loader start-up).
@@ -433,7 +434,7 @@ fn rust_embedding(
 }
 
 /// The fastest pass by wall time.
-fn fastest(passes: impl IntoIterator<Item = EmbedPass>) -> EmbedPass {
+fn fastest_pass(passes: impl IntoIterator<Item = EmbedPass>) -> EmbedPass {
     passes
         .into_iter()
         .min_by(|a, b| a.wall.total_cmp(&b.wall))
@@ -493,23 +494,8 @@ fn load_average() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        0.5 * (v[m - 1] + v[m])
-    }
-}
-
 fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
-}
-
-fn best(values: &[f64]) -> f64 {
-    values.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 /// One line of the table: a measure for both sides and the speed-up of Rust (`ratio`).
@@ -548,14 +534,14 @@ fn main() {
     let mut passes = vec![embed()];
     let reference = run_reference(&config, threads, &embed_config, &lengths);
     passes.extend((1..EMBED_PASSES).map(|_| embed()));
-    let embedding = fastest(passes);
-    let reference_embedding = fastest((reference.embed_wall.iter().zip(&reference.embed_cpu)).map(
-        |(&wall, &cpu)| EmbedPass {
+    let embedding = fastest_pass(passes);
+    let reference_embedding = fastest_pass(
+        (reference.embed_wall.iter().zip(&reference.embed_cpu)).map(|(&wall, &cpu)| EmbedPass {
             wall,
             cpu,
             encode: wall,
-        },
-    ));
+        }),
+    );
 
     println!(
         "parameters: encoder {encoder_parameters} (PyTorch {}), encoder + head {parameters} \
@@ -586,9 +572,9 @@ fn main() {
     let (ours, theirs) = (&steps.wall, &reference.step_wall);
     row(
         "step, wall s (fastest)",
-        best(ours),
-        best(theirs),
-        best(theirs) / best(ours),
+        fastest(ours),
+        fastest(theirs),
+        fastest(theirs) / fastest(ours),
     );
     row(
         "step, wall s (median)",

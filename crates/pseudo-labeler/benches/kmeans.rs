@@ -77,18 +77,11 @@ struct Timing {
 impl Timing {
     /// Fastest iteration: the machine's speed with the least interference from other work.
     fn best(&self) -> f64 {
-        self.seconds.iter().copied().fold(f64::INFINITY, f64::min)
+        stage_kit::timings::fastest(&self.seconds)
     }
 
     fn median(&self) -> f64 {
-        let mut s = self.seconds.clone();
-        s.sort_by(f64::total_cmp);
-        let m = s.len() / 2;
-        if s.len() % 2 == 1 {
-            s[m]
-        } else {
-            0.5 * (s[m - 1] + s[m])
-        }
+        stage_kit::timings::median(&self.seconds)
     }
 
     /// Process CPU seconds per iteration: with one thread, the cost least sensitive to

@@ -10,6 +10,7 @@ pub mod progress;
 pub mod reference;
 pub mod rng;
 pub mod shard;
+pub mod timings;
 
 pub use atomic::{FileError, write_atomically, write_bytes_atomically};
 pub use shard::Shard;
