@@ -114,10 +114,10 @@ pub fn sessions_of(manifest: &UtteranceManifest) -> HashMap<String, String> {
 }
 
 /// Clusters `embeddings` (read from `source`) into pseudo-labels.
-pub fn pseudo_label<'a>(
+pub fn pseudo_label(
     embeddings: &Embeddings,
     source: &Path,
-    speakers: Option<Speakers<'a>>,
+    speakers: Option<Speakers<'_>>,
     config: &ClusterConfig,
 ) -> Result<Outcome> {
     let started = Instant::now();
@@ -231,18 +231,10 @@ pub fn pseudo_label<'a>(
     );
 
     let diagnostics = speakers.map(|speakers| {
-        // Clustered utterances with a known speaker (session), as positions in `usable`.
-        let labelled = |truth: &'a HashMap<String, String>| -> Vec<(usize, &'a str)> {
-            usable
-                .iter()
-                .enumerate()
-                .filter_map(|(p, &row)| Some((p, truth.get(&embeddings.utt_ids[row])?.as_str())))
-                .collect()
-        };
         diagnose(
             speakers.source,
-            &labelled(speakers.by_utterance),
-            &labelled(speakers.sessions),
+            &labelled(&usable, &embeddings.utt_ids, speakers.by_utterance),
+            &labelled(&usable, &embeddings.utt_ids, speakers.sessions),
             &clustering.labels,
             &members,
         )
@@ -303,6 +295,20 @@ pub fn pseudo_label<'a>(
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok(Outcome { labels, report })
+}
+
+/// The clustered utterances (`usable` rows of `utt_ids`) that `truth` labels, as (position
+/// in `usable`, label).
+fn labelled<'t>(
+    usable: &[usize],
+    utt_ids: &[String],
+    truth: &'t HashMap<String, String>,
+) -> Vec<(usize, &'t str)> {
+    usable
+        .iter()
+        .enumerate()
+        .filter_map(|(p, &row)| Some((p, truth.get(&utt_ids[row])?.as_str())))
+        .collect()
 }
 
 /// Agreement with the true speakers of the `known` utterances (position among the
