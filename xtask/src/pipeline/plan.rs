@@ -67,19 +67,15 @@ impl Stage {
             let mut numbers = serde_json::Map::new();
             let sections = std::iter::once("").chain(self.nested_metrics.iter().copied());
             for section in sections {
-                let pointer = format!("/{}", section.replace('.', "/"));
-                let object = if section.is_empty() {
-                    report.as_object()
-                } else {
-                    report.pointer(&pointer).and_then(|v| v.as_object())
-                };
+                // JSON pointer ("" is the whole report) and key prefix of the section.
+                let (pointer, prefix): (String, String) = section
+                    .split('.')
+                    .filter(|part| !part.is_empty())
+                    .map(|part| (format!("/{part}"), format!("{part}.")))
+                    .unzip();
+                let object = report.pointer(&pointer).and_then(|v| v.as_object());
                 for (k, v) in object.into_iter().flatten().filter(|(_, v)| v.is_number()) {
-                    let key = if section.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{section}.{k}")
-                    };
-                    numbers.insert(key, v.clone());
+                    numbers.insert(format!("{prefix}{k}"), v.clone());
                 }
             }
             out.insert(label.clone(), serde_json::Value::Object(numbers));
