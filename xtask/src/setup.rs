@@ -210,6 +210,8 @@ fn ensure_python_env(force: bool) -> anyhow::Result<PathBuf> {
                     "install",
                     "--quiet",
                     "--disable-pip-version-check",
+                    // torch and its CUDA wheels are GBs; a cached copy would only eat the disk.
+                    "--no-cache-dir",
                 ])
                 .args(PYTHON_REQUIREMENTS),
         )?;
