@@ -24,7 +24,7 @@ use crate::monitor::StepRecord;
 use crate::optim::{LossScaler, OptimConfig, Optimizer, restore_training_state, training_state};
 use crate::pretrain::backward;
 use crate::schedule::Cosine;
-use crate::training::{self, Plan, Task};
+use crate::training::{self, Plan, REPORT, Task};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -99,8 +99,6 @@ pub struct FinetuneReport {
     pub mean_data_wait_share: f64,
     pub wall_seconds: f64,
 }
-
-use crate::training::REPORT;
 
 /// Fine-tunes; with `resume` continues from the newest checkpoint of `out_dir/checkpoints`.
 /// `stop_after` ends the run early (for time-boxed runs and tests).

@@ -28,7 +28,7 @@ use crate::model::{Dino, ModelConfig};
 use crate::monitor::{self, StepRecord};
 use crate::optim::{LossScaler, OptimConfig, Optimizer, restore_training_state, training_state};
 use crate::schedule::{Cosine, teacher_temperature};
-use crate::training::{self, Plan, Task};
+use crate::training::{self, Plan, REPORT, Task};
 
 /// Everything that defines a pretraining run; defaults are the authors' recipe (DESIGN.md §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,8 +113,6 @@ pub struct PretrainReport {
     pub device: String,
     pub model: String,
 }
-
-use crate::training::REPORT;
 
 /// Where the run stops: all steps, or (for tests and time-boxed runs) earlier.
 #[derive(Debug, Clone, Copy, Default)]
