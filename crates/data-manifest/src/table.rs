@@ -88,7 +88,7 @@ pub fn write(
 
 /// Columns whose nulls are meaningful stay nullable even in a file that has none.
 fn is_nullable(name: &str) -> bool {
-    matches!(name, "speaker" | "session" | "emotion" | "fold")
+    matches!(name, "speaker" | "session" | "emotion" | "fold" | "channel")
 }
 
 /// A table read back: its metadata and its record batches.
@@ -244,6 +244,10 @@ impl<'a> Columns<'a> {
 
     pub fn u16(&self, name: &str) -> Result<&'a UInt16Array> {
         self.column(name, "UInt16")
+    }
+
+    pub fn optional_u16(&self, name: &str) -> Result<Option<&'a UInt16Array>> {
+        self.optional_column(name, "UInt16")
     }
 
     pub fn i64(&self, name: &str) -> Result<&'a Int64Array> {

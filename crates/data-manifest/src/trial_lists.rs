@@ -83,6 +83,12 @@ pub fn to_text(list: &TrialList) -> String {
         .collect()
 }
 
+/// The utterance id a trial or score line names: the name without its audio extension
+/// (`id10270/x6uYqmx31kE/00001.wav` -> `id10270/x6uYqmx31kE/00001`).
+pub fn utterance_id(name: &str) -> &str {
+    without_extension(name)
+}
+
 /// Parses trial lines; the error names the line.
 pub fn parse_text(text: &str) -> std::result::Result<TrialList, String> {
     let mut trials = Vec::new();

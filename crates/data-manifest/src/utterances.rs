@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, UInt16Array, UInt32Array, UInt64Array};
+use arrow_array::{Array, ArrayRef, UInt16Array, UInt32Array, UInt64Array};
 
 use crate::error::{ManifestError, Result};
 use crate::table::{self, Columns, TableKind, optional_strings, optional_value, strings};
@@ -49,6 +49,10 @@ pub struct Utterance {
     pub emotion: Option<String>,
     /// Cross-validation fold where the corpus defines one (IEMOCAP session, speaker group).
     pub fold: Option<String>,
+    /// The one channel (0-based) of a multi-channel file this utterance is, when the
+    /// channels are separate recordings (two-channel telephone SPHERE: one speaker each);
+    /// `None`: every channel, downmixed.
+    pub channel: Option<u16>,
 }
 
 impl Utterance {
@@ -72,7 +76,19 @@ impl Utterance {
             split: "train".to_owned(),
             emotion: None,
             fold: None,
+            channel: None,
         }
+    }
+}
+
+/// The id of one channel's utterance of a file whose channels are separate recordings:
+/// `-A`, `-B`, ... appended as Kaldi's Switchboard and Fisher recipes name the two sides.
+pub fn channel_utt_id(utt_id: &str, channel: u16) -> String {
+    let side = char::from(b'A' + (channel % 26) as u8);
+    if channel < 26 {
+        format!("{utt_id}-{side}")
+    } else {
+        format!("{utt_id}-{side}{}", channel / 26)
     }
 }
 
@@ -166,6 +182,10 @@ impl UtteranceManifest {
                 "fold",
                 optional_strings(u.iter().map(|x| x.fold.as_deref())),
             ),
+            (
+                "channel",
+                Arc::new(UInt16Array::from_iter(u.iter().map(|x| x.channel))),
+            ),
         ];
         let mut metadata: Vec<(&str, String)> = extra
             .iter()
@@ -201,6 +221,8 @@ impl UtteranceManifest {
             let (speaker, session, emotion) =
                 (c.utf8("speaker")?, c.utf8("session")?, c.utf8("emotion")?);
             let fold = c.optional_utf8("fold")?;
+            // Manifests written before the column existed have every channel downmixed.
+            let channel = c.optional_u16("channel")?;
             let (num_samples, sample_rate, channels) = (
                 c.u64("num_samples")?,
                 c.u32("sample_rate")?,
@@ -220,6 +242,7 @@ impl UtteranceManifest {
                     split: c.require(split, "split", row)?.to_owned(),
                     emotion: optional_value(emotion, row),
                     fold: fold.and_then(|f| optional_value(f, row)),
+                    channel: channel.and_then(|c| (!c.is_null(row)).then(|| c.value(row))),
                 });
             }
         }
@@ -250,12 +273,17 @@ mod tests {
             split: "train".to_owned(),
             emotion: emotion.map(str::to_owned),
             fold: None,
+            channel: None,
         };
         UtteranceManifest {
             corpus_root: PathBuf::from("/data/corpus"),
             utterances: vec![
                 utt("a/s/1", Some("a"), None),
                 utt("b/s/1", None, Some("HAP")),
+                Utterance {
+                    channel: Some(1),
+                    ..utt("c/s/1-B", None, None)
+                },
             ],
         }
     }

@@ -547,3 +547,81 @@ fn fixture_parts() {
         assert_eq!(o.rejects.rejects.len(), 0, "{:?}", o.rejects);
     }
 }
+
+/// A NIST SPHERE file: a 1024-byte `NIST_1A` header with `fields`, then `data`.
+fn sphere_file(fields: &[(&str, &str)], data: &[u8]) -> Vec<u8> {
+    let mut header = String::from("NIST_1A\n   1024\n");
+    for (name, value) in fields {
+        match value.parse::<i64>() {
+            Ok(_) => header += &format!("{name} -i {value}\n"),
+            Err(_) => header += &format!("{name} -s{} {value}\n", value.len()),
+        }
+    }
+    header += "end_head\n";
+    let mut bytes = header.into_bytes();
+    bytes.resize(1024, b' ');
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+#[test]
+fn sphere_files_are_probed_and_two_channel_calls_become_one_utterance_per_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("spk1")).unwrap();
+    let fields = |count: &'static str, channels: &'static str, coding: &'static str| {
+        vec![
+            ("sample_count", count),
+            ("sample_rate", "8000"),
+            ("channel_count", channels),
+            ("sample_coding", coding),
+            ("sample_n_bytes", if coding == "pcm" { "2" } else { "1" }),
+            ("sample_byte_format", if coding == "pcm" { "10" } else { "1" }),
+        ]
+    };
+    // TIMIT names its SPHERE files .WAV; Switchboard uses .sph.
+    std::fs::write(d.join("spk1/a.WAV"), sphere_file(&fields("800", "1", "pcm"), &[1; 1600])).unwrap();
+    std::fs::write(d.join("spk1/call.sph"), sphere_file(&fields("400", "2", "ulaw"), &[7; 800])).unwrap();
+    std::fs::write(
+        d.join("spk1/packed.sph"),
+        sphere_file(&fields("400", "1", "ulaw,embedded-shorten-v2.00"), &[0; 90]),
+    )
+    .unwrap();
+    std::fs::write(d.join("spk1/cut.sph"), sphere_file(&fields("400", "1", "alaw"), &[0; 90])).unwrap();
+    let outcome = scan(
+        &Layout::Generic(GenericOptions {
+            speaker_component: Some(0),
+            session_component: None,
+            regex: None,
+            split: "test".into(),
+        }),
+        d,
+        &ScanOptions::default(),
+    )
+    .unwrap();
+    let ids: Vec<(&str, Option<u16>, &str)> = outcome
+        .manifest
+        .utterances
+        .iter()
+        .map(|u| (u.utt_id.as_str(), u.channel, u.codec.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("spk1/a", None, "pcm_s16be"),
+            ("spk1/call-A", Some(0), "pcm_mulaw"),
+            ("spk1/call-B", Some(1), "pcm_mulaw"),
+        ]
+    );
+    let call = find(&outcome.manifest, "spk1/call-B");
+    assert_eq!((call.num_samples, call.sample_rate, call.channels), (400, 8000, 2));
+    assert_eq!(call.path, "spk1/call.sph");
+    let reasons = rejects(&outcome);
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].0 == "spk1/cut.sph" && reasons[0].1.starts_with("truncated:"), "{reasons:?}");
+    assert!(reasons[1].0 == "spk1/packed.sph" && reasons[1].1.contains("shorten"), "{reasons:?}");
+    // The channel column survives the Parquet round trip.
+    let path = d.join("utterances.parquet");
+    outcome.manifest.write(&path).unwrap();
+    assert_eq!(UtteranceManifest::read(&path).unwrap(), outcome.manifest);
+}

@@ -61,9 +61,10 @@ const ENCODER: &str = "ecapa-512";
 /// Embedding passes per side; the fastest counts.
 const EMBED_PASSES: usize = 2;
 
-/// The reference: ECAPA-TDNN, the DINO head and loss, Adam and the EMA update in PyTorch,
-/// mirroring `encoder/{layers,ecapa,pooling}.rs`, `head.rs`, `loss.rs`, `optim.rs`,
-/// `model.rs` and `features.rs`. Reads the settings as JSON from argv[1]; prints as JSON the
+/// The reference: ECAPA-TDNN (from the repository's `python/speech_dino` package, argv[2]),
+/// the DINO head and loss, Adam and the EMA update in PyTorch, mirroring `head.rs`,
+/// `loss.rs`, `optim.rs`, `model.rs` and `features.rs`. Reads the settings as JSON from
+/// argv[1]; prints as JSON the
 /// parameter counts, the wall seconds of every timed step, the CPU seconds of all of them, and
 /// the wall and CPU seconds of every embedding pass.
 const REFERENCE: &str = r#"
@@ -71,14 +72,20 @@ import copy, json, math, sys, time
 import torch, torch.nn as nn, torch.nn.functional as F
 from torchaudio.compliance.kaldi import get_mel_banks
 
+# The encoder and STMN: the package's one PyTorch definition (python/speech_dino), the same
+# the model loader and the golden tests use.
+sys.path.insert(0, sys.argv[2])
+from speech_dino.encoders import Ecapa
+from speech_dino.frontend import stmn
+
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
 torch.manual_seed(1)
-RATE, FLOOR = 16000, 1e-5
+RATE = 16000
 
 # features.rs: Kaldi fbank as batched tensor operations (25/10 ms, povey, pre-emphasis 0.97,
-# 512-point power spectrum, 80 mel bins from 20 Hz, log), then hyperion's STMN (301 frames,
-# plain mean normalisation for shorter inputs).
+# 512-point power spectrum, 80 mel bins from 20 Hz, log), batched, then hyperion's STMN
+# (301 frames, plain mean normalisation for shorter inputs).
 WINDOW = torch.hann_window(400, periodic=False).pow(0.85)
 MEL_T = F.pad(get_mel_banks(80, 512, float(RATE), 20.0, 0.0, 100.0, -500.0, 1.0)[0], (0, 1)).t().contiguous()
 EPS = torch.finfo(torch.float32).eps
@@ -90,90 +97,9 @@ def fbank(x):
     spectrum = torch.fft.rfft(f * WINDOW, n=512).abs().square()
     return (spectrum @ MEL_T).clamp_min(EPS).log()
 
-def stmn(f, context=150):
-    centred = f - f.mean(1, keepdim=True)
-    window = 2 * context + 1
-    if f.shape[1] <= window:
-        return centred
-    padded = F.pad(centred.transpose(1, 2), (context, context), mode="reflect").transpose(1, 2)
-    cumsum = padded.double().cumsum(1)
-    frames = f.shape[1]
-    sums = cumsum[:, window - 1:window - 1 + frames] - cumsum[:, :frames]
-    return (centred.double() - sums / window).float()
-
 def features(x):
     return stmn(fbank(x))
 
-# encoder/layers.rs, ecapa.rs, pooling.rs.
-class Tdnn(nn.Module):
-    def __init__(s, i, o, k, d):
-        super().__init__()
-        s.conv = nn.Conv1d(i, o, k, padding=d * (k - 1) // 2, dilation=d)
-        s.bn = nn.BatchNorm1d(o)
-    def forward(s, x):
-        return s.bn(F.relu(s.conv(x)))
-
-class SqueezeExcitation(nn.Module):
-    def __init__(s, c, b):
-        super().__init__()
-        s.squeeze, s.excite = nn.Conv1d(c, b, 1), nn.Conv1d(b, c, 1)
-    def forward(s, x):
-        return x * torch.sigmoid(s.excite(F.relu(s.squeeze(x.mean(2, keepdim=True)))))
-
-class Res2Conv(nn.Module):
-    def __init__(s, c, scale, d):
-        super().__init__()
-        s.scale = scale
-        s.convs = nn.ModuleList(Tdnn(c // scale, c // scale, 3, d) for _ in range(scale - 1))
-    def forward(s, x):
-        groups = x.chunk(s.scale, 1)
-        out, previous = [groups[0]], None
-        for conv, g in zip(s.convs, groups[1:]):
-            previous = conv(g if previous is None else g + previous)
-            out.append(previous)
-        return torch.cat(out, 1)
-
-class SeRes2Block(nn.Module):
-    def __init__(s, c, scale, se, d):
-        super().__init__()
-        s.pre, s.res2, s.post = Tdnn(c, c, 1, 1), Res2Conv(c, scale, d), Tdnn(c, c, 1, 1)
-        s.se = SqueezeExcitation(c, se)
-    def forward(s, x):
-        return s.se(s.post(s.res2(s.pre(x)))) + x
-
-class AttentiveStatsPooling(nn.Module):
-    def __init__(s, c, b):
-        super().__init__()
-        s.tdnn, s.attention = Tdnn(3 * c, b, 1, 1), nn.Conv1d(b, c, 1)
-    def forward(s, x):
-        t = x.shape[2]
-        mean = x.mean(2)
-        std = ((x * x).mean(2) - mean * mean).clamp_min(FLOOR).sqrt()
-        context = torch.cat([x, mean.unsqueeze(2).expand(-1, -1, t), std.unsqueeze(2).expand(-1, -1, t)], 1)
-        w = torch.softmax(s.attention(torch.tanh(s.tdnn(context))), 2)
-        mean = (x * w).sum(2)
-        std = ((x * x * w).sum(2) - mean * mean).clamp_min(FLOOR).sqrt()
-        return torch.cat([mean, std], 1)
-
-class Ecapa(nn.Module):
-    def __init__(s, e):
-        super().__init__()
-        c = e["channels"]
-        s.stem = Tdnn(e["feat_dim"], c, 5, 1)
-        s.blocks = nn.ModuleList(SeRes2Block(c, e["scale"], e["se_bottleneck"], d) for d in e["dilations"])
-        m = e["mfa_channels"]
-        s.aggregation = Tdnn(c * len(e["dilations"]), m, 1, 1)
-        s.pooling = AttentiveStatsPooling(m, e["attention_bottleneck"])
-        s.pooling_bn = nn.BatchNorm1d(2 * m)
-        s.embedding = nn.Linear(2 * m, e["embedding_dim"])
-        s.embedding_bn = nn.BatchNorm1d(e["embedding_dim"])
-    def forward(s, feats):
-        x, outputs = s.stem(feats.transpose(1, 2)), []
-        for block in s.blocks:
-            x = block(x)
-            outputs.append(x)
-        x = s.aggregation(torch.cat(outputs, 1))
-        return s.embedding_bn(s.embedding(s.pooling_bn(s.pooling(x))))
 
 # head.rs: MLP (GELU, no batch norm), L2 normalisation, weight-normalised last layer (gain 1).
 class DinoHead(nn.Module):
@@ -473,7 +399,16 @@ fn run_reference(
         "max_batch_seconds": embed.max_batch_seconds,
         "embed_passes": EMBED_PASSES,
     });
-    let out = stage_kit::reference::run_python(REFERENCE, &[settings.to_string()])
+    let out = stage_kit::reference::run_python(
+        REFERENCE,
+        &[
+            settings.to_string(),
+            stage_kit::reference::workspace_root()
+                .join("python")
+                .display()
+                .to_string(),
+        ],
+    )
         .expect("PyTorch reference");
     serde_json::from_str(&out).expect("reference output")
 }

@@ -114,12 +114,24 @@ fn to_bytes(name: &str, tensor: &Tensor, path: &Path) -> Result<TensorBytes> {
 
 /// Writes `tensors` and `meta` to `path` atomically.
 pub fn save(path: &Path, meta: &CheckpointMeta, tensors: &[(String, Tensor)]) -> Result<()> {
+    save_with(path, meta, &[], tensors)
+}
+
+/// [`save`] with more metadata entries (`key`, JSON text) beside the checkpoint's own.
+pub fn save_with(
+    path: &Path,
+    meta: &CheckpointMeta,
+    extra: &[(&str, String)],
+    tensors: &[(String, Tensor)],
+) -> Result<()> {
     let bytes: Vec<(String, TensorBytes)> = tensors
         .iter()
         .map(|(name, t)| Ok((name.clone(), to_bytes(name, t, path)?)))
         .collect::<Result<_>>()?;
     let json = serde_json::to_string(meta).map_err(|e| Error::checkpoint(path, e.to_string()))?;
-    let info = Some(HashMap::from([(META_KEY.to_owned(), json)]));
+    let mut entries = HashMap::from([(META_KEY.to_owned(), json)]);
+    entries.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    let info = Some(entries);
     stage_kit::write_atomically(path, |partial| {
         safetensors::tensor::serialize_to_file(
             bytes.iter().map(|(n, b)| (n.as_str(), b)),
@@ -134,6 +146,8 @@ pub fn save(path: &Path, meta: &CheckpointMeta, tensors: &[(String, Tensor)]) ->
 pub struct Loaded {
     pub meta: CheckpointMeta,
     pub tensors: HashMap<String, Tensor>,
+    /// The other metadata entries (see [`save_with`]), by key.
+    pub entries: HashMap<String, String>,
 }
 
 /// Reads a checkpoint written by [`save`].
@@ -151,7 +165,20 @@ pub fn load(path: &Path) -> Result<Loaded> {
             .map_err(Error::torch(format!("reading {name}")))?;
         tensors.insert(name, tensor);
     }
-    Ok(Loaded { meta, tensors })
+    let (_, header) = SafeTensors::read_metadata(&file)
+        .map_err(|e| Error::checkpoint(path, format!("not a safetensors file: {e:?}")))?;
+    let entries = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k != META_KEY)
+        .collect();
+    Ok(Loaded {
+        meta,
+        tensors,
+        entries,
+    })
 }
 
 /// Reads only the metadata of a checkpoint.

@@ -19,10 +19,8 @@ use serde::{Deserialize, Serialize};
 use tch::Kind;
 use tch::nn::ModuleT;
 
-use crate::checkpoint;
+use crate::apply::model_file::TrainedModel;
 use crate::error::{Error, Result};
-use crate::features::FeaturePipeline;
-use crate::model::encoder_only;
 use crate::prefetch::Prefetcher;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,17 +82,9 @@ pub fn run(
 ) -> Result<EmbedReport> {
     let started = Instant::now();
     let device = crate::device::resolve(&config.device)?;
-    let loaded = checkpoint::load(checkpoint_path)?;
-    let spec = loaded.meta.embedding.clone();
-    let (vs, encoder) = encoder_only(&spec.encoder, device);
-    checkpoint::restore_vars(
-        &vs,
-        &loaded.tensors,
-        &loaded.meta.embedding_prefix,
-        checkpoint_path,
-    )?;
-    drop(loaded);
-    let features = FeaturePipeline::new(&spec.features, device)?;
+    let model = TrainedModel::load(checkpoint_path, device)?;
+    let (encoder, spec) = (&model.encoder, &model.spec);
+    let features = model.features(device)?;
     let cache = Arc::new(AudioCache::open(audio_cache)?);
     let manifest = UtteranceManifest::read(manifest)?;
     let mut utt_ids = Vec::new();

@@ -17,6 +17,8 @@ pub enum Error {
     Features(#[from] feature_extract::Error),
     #[error(transparent)]
     Manifest(#[from] data_manifest::ManifestError),
+    #[error(transparent)]
+    Eval(#[from] downstream_eval::EvalError),
     #[error("invalid configuration: {0}")]
     Config(String),
 }

@@ -2,6 +2,9 @@
 //! the trainer, checkpoints and embedding extraction, on libtorch through tch.
 
 pub mod aam;
+/// Applying a trained model: self-contained model files, embedding audio files, verification,
+/// trial-list scoring, TorchScript export.
+pub mod apply;
 pub mod checkpoint;
 pub mod crops;
 pub mod device;

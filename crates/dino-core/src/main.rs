@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
+use dino_core::apply::cli::ApplyCommand;
 use dino_core::embed::{self, EmbedConfig};
 use dino_core::encoder::{Encoder, EncoderConfig, parameter_count};
 use dino_core::finetune::{self, FinetuneConfig, FinetunePaths};
@@ -98,6 +99,8 @@ enum Command {
         #[arg(long)]
         summary_json: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Apply(ApplyCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,6 +109,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Doctor => print!("{}", RuntimeReport::collect()),
         Command::Describe { config } => describe(config.as_deref())?,
+        Command::Apply(command) => dino_core::apply::cli::run(command)?,
         Command::Pretrain { manifest, run } => {
             let mut config: PretrainConfig =
                 stage_kit::config::read_or_default(run.config.as_deref())?;

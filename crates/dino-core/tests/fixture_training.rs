@@ -139,7 +139,8 @@ fn eer(checkpoint: &Path, out: &Path) -> f64 {
     };
     embed::run(checkpoint, &p.test, &p.test_cache, &embeddings, &config).unwrap();
     let inputs = SvInputs {
-        embeddings,
+        embeddings: Some(embeddings),
+        scores: None,
         trials: p.trials.clone(),
         mean_embeddings: None,
         cohort_embeddings: None,

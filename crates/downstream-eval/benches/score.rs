@@ -206,7 +206,8 @@ fn main() -> anyhow::Result<()> {
         asnorm::cohort_stats(unit.view(), cohort_unit.view(), TOP_N)
     });
     let inputs = SvInputs {
-        embeddings: path("embeddings.h5"),
+        embeddings: Some(path("embeddings.h5")),
+        scores: None,
         trials: path("trials.parquet"),
         mean_embeddings: None,
         cohort_embeddings: None,

@@ -168,7 +168,12 @@ pub fn run(
             description = format!("fbank of decoded audio ({})", serde_json::json!(options));
             for batch in utterances.chunks(BATCH) {
                 results.par_extend(batch.par_iter().map(|u| {
-                    decode::load_mono(&manifest.audio_path(u), config.sample_rate)
+                    decode::load_channel(
+                        &manifest.audio_path(u),
+                        config.sample_rate,
+                        decode::Downmix::Mean,
+                        u.channel,
+                    )
                         .map_err(|e| e.to_string())
                         .and_then(|samples| statistics(fbank.compute(&samples).view()))
                 }));

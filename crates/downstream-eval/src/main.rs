@@ -27,14 +27,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Cosine scoring of a trial list: EER, minDCF, DET curve, scores and report.
+    #[command(group(ArgGroup::new("input").required(true).args(["embeddings", "scores"])))]
     Sv {
         /// embeddings.h5 with every utterance of the trial list.
         #[arg(long)]
-        embeddings: PathBuf,
+        embeddings: Option<PathBuf>,
+        /// Kaldi-form score file (`enroll test score` lines) of the trial list, from any
+        /// system, instead of embeddings.
+        #[arg(long, conflicts_with_all = ["mean_embeddings", "cohort_embeddings", "length_norm"])]
+        scores: Option<PathBuf>,
         /// trials.parquet.
         #[arg(long)]
         trials: PathBuf,
-        /// Output folder (scores.txt, det.svg, det.png, report.json, report.md).
+        /// Output folder (scores.txt, det.svg, det.png, report.json, report.md,
+        /// calibration.json).
         #[arg(long)]
         out_dir: PathBuf,
         /// Subtract the mean of these embeddings (a training set) before scoring.
@@ -116,6 +122,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Sv {
             embeddings,
+            scores,
             trials,
             out_dir,
             mean_embeddings,
@@ -131,6 +138,7 @@ fn main() -> anyhow::Result<()> {
             }
             let inputs = SvInputs {
                 embeddings,
+                scores,
                 trials,
                 mean_embeddings,
                 cohort_embeddings,

@@ -39,6 +39,7 @@ fn utterance(
         split: split.to_owned(),
         emotion: emotion.map(str::to_owned),
         fold: fold.map(str::to_owned),
+        channel: None,
     }
 }
 

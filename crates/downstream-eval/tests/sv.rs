@@ -322,3 +322,106 @@ fn bad_inputs_fail_with_the_reason() {
     );
     assert!(!Path::new(&out_dir).join("report.json").exists());
 }
+
+/// Prior-weighted logistic regression by scikit-learn on `label score` lines: weights
+/// prior / N_t and (1 - prior) / N_n, no penalty to speak of; the LLR offset is the intercept
+/// less logit(prior).
+const CALIBRATION_PY: &str = r#"
+import json, sys
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+data = np.loadtxt(sys.argv[1], ndmin=2)
+labels, scores = data[:, 0].astype(int), data[:, 1:2]
+prior = float(sys.argv[2])
+weights = np.where(labels == 1, prior / labels.sum(), (1 - prior) / (labels == 0).sum())
+model = LogisticRegression(C=1e12, tol=1e-12, max_iter=10000)
+model.fit(scores, labels, sample_weight=weights * len(labels))
+offset = model.intercept_[0] - np.log(prior / (1 - prior))
+print(json.dumps({"slope": float(model.coef_[0, 0]), "offset": float(offset)}))
+"#;
+
+#[test]
+fn a_score_file_gives_the_same_report_and_the_calibration_matches_scikit_learn() {
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = stream(3, "sv-score-file-test");
+    let offset: Vec<f64> = (0..16).map(|_| normal(&mut rng)).collect();
+    let (ids, vectors) = speaker_embeddings(&mut rng, "id1", 15, 5, &offset);
+    write_embeddings(&d.join("emb.h5"), ids.clone(), vectors);
+    let mut trials = Vec::new();
+    for (i, a) in ids.iter().enumerate() {
+        for b in &ids[i + 1..] {
+            trials.push((a.clone(), b.clone(), a[..6] == b[..6]));
+        }
+    }
+    write_trials(&d.join("trials.parquet"), &trials);
+    let s = |p: &str| d.join(p).display().to_string();
+    let sv = |input: &str, file: &str, out: &str| {
+        run_ok(&[
+            "sv",
+            input,
+            &s(file),
+            "--trials",
+            &s("trials.parquet"),
+            "--out-dir",
+            &s(out),
+        ])
+    };
+    sv("--embeddings", "emb.h5", "from-embeddings");
+    // Scores from "another system": our scores with audio extensions on the names, shuffled.
+    let text = std::fs::read_to_string(d.join("from-embeddings/scores.txt")).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            format!("{}.wav {}.wav {}", f[0], f[1], f[2])
+        })
+        .collect();
+    lines.reverse();
+    std::fs::write(d.join("external.txt"), lines.join("\n")).unwrap();
+    sv("--scores", "external.txt", "from-scores");
+    let a = read_json(&d.join("from-embeddings/report.json"));
+    let b = read_json(&d.join("from-scores/report.json"));
+    for key in ["eer", "eer_interpolated", "min_dcf_0.01", "min_dcf_0.05", "num_trials"] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
+    assert!(b["scoring"].as_str().unwrap().contains("external.txt"));
+
+    let calibration = read_json(&d.join("from-embeddings/calibration.json"));
+    assert_eq!(calibration["evaluation_set"], "trials.parquet");
+    assert_eq!(calibration["eer"], a["eer"]);
+    let mut labelled = String::new();
+    for (line, trial) in text.lines().zip(&trials) {
+        writeln!(labelled, "{} {}", u8::from(trial.2), line.split(' ').nth(2).unwrap()).unwrap();
+    }
+    std::fs::write(d.join("labelled.txt"), labelled).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(
+        &run_python(CALIBRATION_PY, &[s("labelled.txt"), "0.5".into()]).unwrap(),
+    )
+    .unwrap();
+    for key in ["slope", "offset"] {
+        let (ours, theirs) = (
+            calibration["llr"][key].as_f64().unwrap(),
+            reference[key].as_f64().unwrap(),
+        );
+        assert!(
+            (ours - theirs).abs() < 1e-3 * theirs.abs().max(1.0),
+            "{key}: ours {ours}, scikit-learn {theirs}"
+        );
+    }
+    // Accepting above the EER threshold misses about as many targets as it admits impostors.
+    let threshold = calibration["eer_threshold"].as_f64().unwrap();
+    let scores: Vec<(f64, bool)> = text
+        .lines()
+        .zip(&trials)
+        .map(|(l, t)| (l.split(' ').nth(2).unwrap().parse().unwrap(), t.2))
+        .collect();
+    let rate = |target: bool, accepted: bool| {
+        let of: Vec<_> = scores.iter().filter(|s| s.1 == target).collect();
+        of.iter().filter(|s| (s.0 > threshold) == accepted).count() as f64 / of.len() as f64
+    };
+    let (miss, fa) = (rate(true, false), rate(false, true));
+    assert!((miss - fa).abs() < 0.05, "miss {miss}, false alarm {fa}");
+}

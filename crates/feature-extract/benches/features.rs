@@ -152,6 +152,7 @@ fn prepare_throughput(root: &Path, files: &[PathBuf], dir: &Path) -> (f64, f64, 
                 split: "train".into(),
                 emotion: None,
                 fold: None,
+                channel: None,
             }
         })
         .collect();

@@ -1,5 +1,6 @@
-//! Decoding WAV, FLAC and AAC-in-MP4 (`.m4a`, VoxCeleb2's format) with symphonia, downmixing
-//! to mono and resampling with rubato.
+//! Decoding WAV, FLAC and AAC-in-MP4 (`.m4a`, VoxCeleb2's format) with symphonia, and NIST
+//! SPHERE (16-bit PCM, mu-law, a-law) with data-manifest's reader; downmixing to mono (or
+//! taking the one channel an utterance is) and resampling with rubato.
 //!
 //! Samples come back as `f32` in the **int16 range** (`-32768.0..=32767.0` for 16-bit input),
 //! the scale Kaldi's features and the int16 audio cache expect. For MP4 files the encoder's
@@ -17,6 +18,8 @@ use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, TrackType};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
+
+use data_manifest::probe::sphere;
 
 use crate::error::{Error, Result};
 use crate::mp4;
@@ -60,7 +63,18 @@ pub fn load_mono(path: &Path, target_rate: u32) -> Result<Vec<f32>> {
 
 /// [`load_mono`] with the channel handling chosen.
 pub fn load(path: &Path, target_rate: u32, downmix: Downmix) -> Result<Vec<f32>> {
-    let audio = decode(path, downmix)?;
+    load_channel(path, target_rate, downmix, None)
+}
+
+/// [`load`] of one channel alone when `channel` is given (an utterance that is one channel
+/// of a file whose channels are separate recordings, the manifest's `channel` column).
+pub fn load_channel(
+    path: &Path,
+    target_rate: u32,
+    downmix: Downmix,
+    channel: Option<u16>,
+) -> Result<Vec<f32>> {
+    let audio = decode_channel(path, downmix, channel)?;
     resample(&audio.samples, audio.sample_rate, target_rate)
 }
 
@@ -71,7 +85,24 @@ pub fn decode_mono(path: &Path) -> Result<Audio> {
 
 /// Decodes `path` to one channel at its own sample rate (int16 range).
 pub fn decode(path: &Path, downmix: Downmix) -> Result<Audio> {
+    decode_channel(path, downmix, None)
+}
+
+/// [`decode`] of channel `channel` (0-based) alone when given.
+pub fn decode_channel(path: &Path, downmix: Downmix, channel: Option<u16>) -> Result<Audio> {
     let (interleaved, channels, sample_rate) = decode_interleaved(path)?;
+    if let Some(c) = channel.map(usize::from) {
+        if c >= channels {
+            return Err(Error::invalid(
+                path,
+                format!("channel {c} requested, but the file has {channels}"),
+            ));
+        }
+        return Ok(Audio {
+            samples: interleaved.iter().skip(c).step_by(channels).copied().collect(),
+            sample_rate,
+        });
+    }
     let samples = match (channels, downmix) {
         (1, _) => interleaved,
         (_, Downmix::First) => interleaved.iter().step_by(channels).copied().collect(),
@@ -96,6 +127,12 @@ pub fn decode_interleaved(path: &Path) -> Result<(Vec<f32>, usize, u32)> {
         source,
     })?;
     let invalid = |message: String| Error::invalid(path, message);
+    if sphere::is_sphere(&bytes) {
+        let (samples, header) =
+            sphere::decode(&bytes).map_err(|e| invalid(format!("NIST SPHERE: {e}")))?;
+        let samples = samples.into_iter().map(f32::from).collect();
+        return Ok((samples, usize::from(header.channels), header.sample_rate));
+    }
     // Encoder delay and track length of MP4 files, which symphonia does not apply.
     let mp4_timing = if mp4::is_mp4(&bytes) {
         Some(mp4::audio_timing(&bytes).map_err(|m| invalid(format!("MP4 container: {m}")))?)

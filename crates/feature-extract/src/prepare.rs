@@ -330,7 +330,7 @@ fn process(
         input_samples,
     };
     let path = manifest.audio_path(u);
-    let samples = match decode::load(&path, config.sample_rate, config.downmix) {
+    let samples = match decode::load_channel(&path, config.sample_rate, config.downmix, u.channel) {
         Ok(s) => s,
         Err(e) => return reject(e.to_string(), 0),
     };

@@ -112,6 +112,7 @@ fn make_inputs(fixture: &Path, dir: &Path) -> usize {
                 .to_owned(),
                 emotion: None,
                 fold: None,
+                channel: None,
             })
             .collect(),
     }

@@ -2,7 +2,8 @@
 //! depends on, what it produces and where its headline metrics are.
 //!
 //! Folder layout under the run folder: `scan/` (manifests, trial lists, folds), `prepare/`
-//! (audio caches), `baseline/`, `pretrain/`, `embed/`, `eval-sv/<set>/`,
+//! (audio caches), `baseline/`, `pretrain/`, `embed/` (embeddings and the self-contained
+//! `model.safetensors`), `eval-sv/<set>/` (with `calibration.json`),
 //! `eval-emotion/<set>/`, and per pseudo-labelling round `cluster-rN/`, `finetune-rN/`,
 //! `embed-rN/`, `eval-sv-rN/`, `eval-emotion-rN/`.
 
@@ -543,6 +544,28 @@ impl Planner<'_> {
             stage.commands.push(cmd.0);
             stage.outputs.push(out);
         }
+        // The self-contained model file: the encoder with the training audio's decoding/VAD
+        // options and the mean of the training set's embeddings just written.
+        let model_file = dir.join("model.safetensors");
+        let pipeline = self
+            .run_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cmd = self
+            .bin("dino-core")
+            .arg("bundle")
+            .path("--checkpoint", &model.1)
+            .path("--audio-cache", &self.cache(&self.file.train))
+            .path(
+                "--mean-embeddings",
+                &dir.join(format!("{}.h5", Self::key(&self.file.train))),
+            )
+            .arg("--pipeline")
+            .arg(pipeline)
+            .path("--out", &model_file);
+        stage.commands.push(cmd.0);
+        stage.outputs.push(model_file);
         stage
     }
 

@@ -7,9 +7,10 @@
 //! non-zero length, and the file holds all the data the header promises (WAV, FLAC: the last
 //! packet can be read; MP4: no box extends past the end), so a file cut short is caught
 //! without decoding it. For AAC in MP4/M4A the length excludes the encoder's priming samples
-//! and the last frame's padding ([`mp4_timing`]).
+//! and the last frame's padding ([`mp4_timing`]). NIST SPHERE files are read by [`sphere`].
 
 pub mod mp4_timing;
+pub mod sphere;
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -32,6 +33,9 @@ pub struct AudioInfo {
     pub channels: u16,
     /// Codec short name as symphonia (and ffmpeg) call it: `pcm_s16le`, `flac`, `aac`, ...
     pub codec: String,
+    /// The channels are separate recordings (a two-channel NIST SPHERE telephone call holds
+    /// one side each), so each becomes its own utterance.
+    pub separate_channels: bool,
 }
 
 /// Why a file was rejected. The `Display` text is `<category>: <details>`, the form that
@@ -85,6 +89,9 @@ pub fn probe(path: &Path) -> Result<AudioInfo, ProbeError> {
     }
     let mut timing_file = file.try_clone().map_err(ProbeError::Unreadable)?;
     let container = sniff(&mut timing_file).map_err(ProbeError::Unreadable)?;
+    if container == Some(Container::Sphere) {
+        return probe_sphere(&mut timing_file, len);
+    }
     let stream = MediaSourceStream::new(Box::new(file), MediaSourceStreamOptions::default());
     let mut hint = Hint::new();
     if let Some(extension) = path.extension().and_then(|e| e.to_str()) {
@@ -103,9 +110,9 @@ pub fn probe(path: &Path) -> Result<AudioInfo, ProbeError> {
             }
             SymphoniaError::IoError(e) => ProbeError::Unreadable(e),
             SymphoniaError::Unsupported(what) => match container {
-                None => {
-                    ProbeError::NotAudio("no known audio container (WAV, FLAC, MP4/M4A)".to_owned())
-                }
+                None => ProbeError::NotAudio(
+                    "no known audio container (WAV, FLAC, MP4/M4A, NIST SPHERE)".to_owned(),
+                ),
                 // An MP4 whose moov box is missing is most often one cut short.
                 Some(Container::Mp4) => match mp4_length(&mut timing_file, 1) {
                     Err(e) => e,
@@ -168,6 +175,7 @@ pub fn probe(path: &Path) -> Result<AudioInfo, ProbeError> {
         sample_rate,
         channels,
         codec,
+        separate_channels: false,
     })
 }
 
@@ -178,6 +186,7 @@ enum Container {
     Wav,
     Flac,
     Mp4,
+    Sphere,
 }
 
 /// Recognises the container from the first 12 bytes (and rewinds the file).
@@ -193,10 +202,30 @@ fn sniff(file: &mut File) -> io::Result<Option<Container>> {
             Some(Container::Flac)
         } else if head.get(4..8) == Some(b"ftyp") {
             Some(Container::Mp4)
+        } else if sphere::is_sphere(head) {
+            Some(Container::Sphere)
         } else {
             None
         },
     )
+}
+
+/// A SPHERE file's header, checked against the file's length.
+fn probe_sphere(file: &mut File, len: u64) -> Result<AudioInfo, ProbeError> {
+    let mut head = Vec::new();
+    file.by_ref()
+        .take(64 * 1024)
+        .read_to_end(&mut head)
+        .map_err(ProbeError::Unreadable)?;
+    let header = sphere::parse_header(&head)?;
+    sphere::check_length(&header, len)?;
+    Ok(AudioInfo {
+        num_samples: header.sample_count,
+        sample_rate: header.sample_rate,
+        channels: header.channels,
+        codec: header.coding.codec_name().to_owned(),
+        separate_channels: header.channels > 1,
+    })
 }
 
 /// Playable samples of an MP4 file's audio track, at `sample_rate`.

@@ -10,7 +10,7 @@ use crate::error::{ManifestError, Result};
 use crate::rejects::Reject;
 
 /// Extensions of the audio files a scan looks at (compared case-insensitively).
-pub const AUDIO_EXTENSIONS: &[&str] = &["wav", "flac", "m4a"];
+pub const AUDIO_EXTENSIONS: &[&str] = &["wav", "flac", "m4a", "sph"];
 
 /// An utterance found by a layout, with the labels its path or label files give.
 #[derive(Debug, Clone, PartialEq)]

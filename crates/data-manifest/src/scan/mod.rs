@@ -48,7 +48,7 @@ use crate::summary::Summary;
 use crate::utterances::UtteranceManifest;
 
 pub use layouts::{FixturePart, GenericOptions, Layout};
-pub use listing::{Candidate, Listing};
+pub use listing::{AUDIO_EXTENSIONS, Candidate, Listing, audio_files};
 
 /// Metadata key naming the scanner that wrote a manifest (`voxceleb1`, `fixture/speech`, ...).
 pub const SCANNER_KEY: &str = "speech_dino.scanner";
@@ -142,6 +142,18 @@ impl Summary for ScanSummary {
             self.files_per_second, self.probe_seconds
         )
     }
+}
+
+/// Probes `candidates` (paths relative to `root`) as a scan does, on `threads` threads (0:
+/// one per core): their utterances (one per channel of a file whose channels are separate
+/// recordings), in candidate order, and the rejects. For callers that list files themselves.
+pub fn probe_candidates(
+    root: &Path,
+    corpus: &str,
+    candidates: Vec<Candidate>,
+    threads: usize,
+) -> Result<(Vec<crate::Utterance>, Vec<Reject>)> {
+    probe_all::probe_all(root, corpus, candidates, threads)
 }
 
 /// Lists and probes the corpus at `root` as `layout` describes it.

@@ -9,7 +9,7 @@ use crate::error::{ManifestError, Result};
 use crate::probe::{self, AudioInfo, ProbeError};
 use crate::rejects::Reject;
 use crate::scan::Candidate;
-use crate::utterances::Utterance;
+use crate::utterances::{Utterance, channel_utt_id};
 
 /// Candidates probed between two progress updates.
 const CHUNK: usize = 2048;
@@ -39,7 +39,7 @@ pub fn probe_all(
         });
         for (candidate, result) in chunk.iter().zip(results) {
             match result {
-                Ok(info) => utterances.push(utterance(candidate, corpus, info)),
+                Ok(info) => utterances.extend(channel_utterances(candidate, corpus, info)),
                 Err(e) => rejects.push(Reject {
                     path: candidate.path.clone(),
                     reason: e.to_string(),
@@ -52,9 +52,22 @@ pub fn probe_all(
     Ok((utterances, rejects))
 }
 
-fn utterance(c: &Candidate, corpus: &str, info: AudioInfo) -> Utterance {
+/// The utterance of a file, or one per channel when its channels are separate recordings.
+fn channel_utterances(c: &Candidate, corpus: &str, info: AudioInfo) -> Vec<Utterance> {
+    if !info.separate_channels {
+        return vec![utterance(c, corpus, info, None)];
+    }
+    (0..info.channels)
+        .map(|channel| utterance(c, corpus, info.clone(), Some(channel)))
+        .collect()
+}
+
+fn utterance(c: &Candidate, corpus: &str, info: AudioInfo, channel: Option<u16>) -> Utterance {
     Utterance {
-        utt_id: c.utt_id.clone(),
+        utt_id: match channel {
+            Some(channel) => channel_utt_id(&c.utt_id, channel),
+            None => c.utt_id.clone(),
+        },
         path: c.path.clone(),
         corpus: corpus.to_owned(),
         speaker: c.speaker.clone(),
@@ -66,5 +79,6 @@ fn utterance(c: &Candidate, corpus: &str, info: AudioInfo) -> Utterance {
         split: c.split.clone(),
         emotion: c.emotion.clone(),
         fold: c.fold.clone(),
+        channel,
     }
 }

@@ -3,13 +3,14 @@
 //! scores in Kaldi/VoxCeleb form and a report.
 
 pub mod asnorm;
+pub mod calibration;
 pub mod det_plot;
 pub mod detection;
 pub mod preprocess;
+pub mod score_file;
 pub mod scoring;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -35,6 +36,8 @@ pub struct SvConfig {
     pub p_targets: Vec<f64>,
     pub c_miss: f64,
     pub c_fa: f64,
+    /// Effective target prior of the score-to-LLR calibration (`calibration.json`).
+    pub calibration_prior: f64,
 }
 
 impl Default for SvConfig {
@@ -45,6 +48,7 @@ impl Default for SvConfig {
             p_targets: vec![0.01, 0.05],
             c_miss: 1.0,
             c_fa: 1.0,
+            calibration_prior: 0.5,
         }
     }
 }
@@ -52,8 +56,11 @@ impl Default for SvConfig {
 /// Input files of `downstream-eval sv`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SvInputs {
-    /// `embeddings.h5` holding every utterance of the trial list.
-    pub embeddings: PathBuf,
+    /// `embeddings.h5` holding every utterance of the trial list (or `scores`).
+    pub embeddings: Option<PathBuf>,
+    /// Kaldi-form scores (`enroll test score` lines) of the trial list, from any system,
+    /// instead of embeddings.
+    pub scores: Option<PathBuf>,
     /// `trials.parquet`.
     pub trials: PathBuf,
     /// Embeddings whose mean is subtracted (a training set), if any.
@@ -119,11 +126,10 @@ pub struct AsNormSummary {
     pub top_n: usize,
 }
 
-/// Scores the trial list and writes `scores.txt`, `det.svg`, `det.png`, `report.json` and
-/// `report.md` into `out_dir`.
+/// Scores the trial list (from embeddings, or a score file) and writes `scores.txt`,
+/// `det.svg`, `det.png`, `report.json`, `report.md` and `calibration.json` into `out_dir`.
 pub fn run(inputs: &SvInputs, config: &SvConfig, out_dir: &Path) -> Result<SvReport> {
     let started = Instant::now();
-    let embeddings = EmbeddingFile::read(&inputs.embeddings)?;
     let trials = TrialList::read(&inputs.trials)?;
     if trials.trials.is_empty() {
         return Err(EvalError::invalid(
@@ -131,72 +137,46 @@ pub fn run(inputs: &SvInputs, config: &SvConfig, out_dir: &Path) -> Result<SvRep
             "the trial list is empty",
         ));
     }
-    let trials_name = inputs.trials.display().to_string();
-    let indexed = IndexedTrials::new(&trials, &embeddings, &trials_name)?;
-    tracing::info!(
-        "{} trials over {} utterances, {}-dimensional embeddings",
-        trials.trials.len(),
-        indexed.rows.len(),
-        embeddings.dim()
-    );
-
-    let mean_source = inputs
-        .mean_embeddings
-        .as_deref()
-        .map(EmbeddingFile::read)
-        .transpose()?;
-    if let Some(source) = &mean_source {
-        embeddings.check_same_dim(source)?;
-    }
-    let preprocess = Preprocess::new(
-        config.length_norm,
-        mean_source.as_ref().map(|s| s.embeddings.vectors.view()),
-    );
-    let unit = preprocess.unit_rows(embeddings.embeddings.vectors.view(), &indexed.rows);
-    let cosine = scoring::cosine_scores(unit.view(), &indexed.pairs);
-
-    let roc_error = |e: detection::RocError| EvalError::invalid(&inputs.trials, e.to_string());
-    let (scores, asnorm, without_asnorm) = match &inputs.cohort_embeddings {
-        None => (cosine, None, None),
-        Some(path) => {
-            let cohort = EmbeddingFile::read(path)?;
-            embeddings.check_same_dim(&cohort)?;
-            let cohort_unit = preprocess.unit_all(cohort.embeddings.vectors.view());
-            let summary = AsNormSummary {
-                cohort_size: cohort_unit.nrows(),
-                top_n: config.asnorm_top.clamp(1, cohort_unit.nrows()),
-            };
-            if summary.top_n != config.asnorm_top {
-                tracing::warn!(
-                    "AS-norm top {} exceeds the cohort of {}: using all of it",
-                    config.asnorm_top,
-                    summary.top_n
-                );
-            }
-            let stats = asnorm::cohort_stats(unit.view(), cohort_unit.view(), summary.top_n);
-            let normed = asnorm::as_norm(&cosine, &indexed.pairs, &stats);
-            let plain = Detection::new(
-                &Roc::new(&cosine, &indexed.targets).map_err(roc_error)?,
-                config,
-            );
-            (normed, Some(summary), Some(plain))
+    let scored = match (&inputs.embeddings, &inputs.scores) {
+        (Some(embeddings), None) => score_embeddings(embeddings, &trials, inputs, config)?,
+        (None, Some(scores)) => Scored {
+            scores: score_file::read(scores, &trials)?,
+            cosine: None,
+            num_utterances: score_file::utterance_count(&trials),
+            asnorm: None,
+        },
+        _ => {
+            return Err(EvalError::invalid(
+                &inputs.trials,
+                "sv needs either embeddings or a score file (not both)",
+            ));
         }
     };
-    let roc = Roc::new(&scores, &indexed.targets).map_err(roc_error)?;
+    let targets: Vec<bool> = trials.trials.iter().map(|t| t.target).collect();
+    let roc_error = |e: detection::RocError| EvalError::invalid(&inputs.trials, e.to_string());
+    let roc = Roc::new(&scored.scores, &targets).map_err(roc_error)?;
     let detection = Detection::new(&roc, config);
+    let without_asnorm = match &scored.cosine {
+        Some(cosine) => Some(Detection::new(
+            &Roc::new(cosine, &targets).map_err(roc_error)?,
+            config,
+        )),
+        None => None,
+    };
 
-    let scoring = describe_scoring(inputs, config, asnorm);
+    let scoring = describe_scoring(inputs, config, scored.asnorm);
     let outputs = report::output_paths(
         out_dir,
         &[
             ("scores", "scores.txt"),
             ("det_svg", "det.svg"),
             ("det_png", "det.png"),
+            ("calibration", calibration::CALIBRATION_FILE),
         ],
     );
     stage_kit::write_bytes_atomically(
         &outputs["scores"],
-        scores_text(&trials, &scores).as_bytes(),
+        score_file::to_text(&trials, &scored.scores).as_bytes(),
     )?;
     let plot = det_plot::DetPlot {
         roc: &roc,
@@ -205,6 +185,29 @@ pub fn run(inputs: &SvInputs, config: &SvConfig, out_dir: &Path) -> Result<SvRep
         title: format!("DET: {}", file_label(&inputs.trials)),
     };
     crate::plot::save(&plot, &outputs["det_svg"], &outputs["det_png"])?;
+    // The calibration describes the scores `dino-core verify` computes: cosine, without
+    // AS-norm (which needs a cohort).
+    let (calibrated, calibrated_roc, calibrated_scoring) = match &scored.cosine {
+        Some(cosine) => (
+            cosine,
+            Roc::new(cosine, &targets).map_err(roc_error)?,
+            describe_scoring(inputs, config, None),
+        ),
+        None => (&scored.scores, roc.clone(), scoring.clone()),
+    };
+    calibration::Calibration::fit(
+        &calibrated_roc,
+        calibrated,
+        &targets,
+        &file_label(&inputs.trials),
+        &calibrated_scoring,
+        (
+            config.length_norm,
+            inputs.embeddings.is_some() && inputs.mean_embeddings.is_some(),
+        ),
+        config.calibration_prior,
+    )
+    .write(&outputs["calibration"])?;
 
     let report = SvReport {
         task: "sv",
@@ -218,11 +221,11 @@ pub fn run(inputs: &SvInputs, config: &SvConfig, out_dir: &Path) -> Result<SvRep
         num_trials: trials.trials.len(),
         num_targets: roc.num_targets,
         num_nontargets: roc.num_nontargets,
-        num_utterances: indexed.rows.len(),
+        num_utterances: scored.num_utterances,
         scoring,
         detection,
         without_asnorm,
-        asnorm,
+        asnorm: scored.asnorm,
         run: Provenance::new(inputs.clone(), config.clone(), outputs, started),
     };
     report::write(out_dir, &report, &markdown(&report))?;
@@ -240,16 +243,82 @@ pub fn run(inputs: &SvInputs, config: &SvConfig, out_dir: &Path) -> Result<SvRep
     Ok(report)
 }
 
-/// `enroll test score` lines, one per trial in list order (Kaldi / VoxCeleb form).
-fn scores_text(trials: &TrialList, scores: &[f32]) -> String {
-    let mut text = String::with_capacity(trials.trials.len() * 48);
-    for (trial, score) in trials.trials.iter().zip(scores) {
-        writeln!(text, "{} {} {score}", trial.enroll, trial.test).expect("writing to a String");
+/// Scores of a trial list: the headline scores, the plain cosine scores when AS-norm made
+/// the headline, and how many utterances they cover.
+struct Scored {
+    scores: Vec<f32>,
+    cosine: Option<Vec<f32>>,
+    num_utterances: usize,
+    asnorm: Option<AsNormSummary>,
+}
+
+/// Cosine scores of the trials from embeddings (mean subtraction, length normalisation and
+/// AS-norm as configured).
+fn score_embeddings(
+    embeddings_path: &Path,
+    trials: &TrialList,
+    inputs: &SvInputs,
+    config: &SvConfig,
+) -> Result<Scored> {
+    let embeddings = EmbeddingFile::read(embeddings_path)?;
+    let trials_name = inputs.trials.display().to_string();
+    let indexed = IndexedTrials::new(trials, &embeddings, &trials_name)?;
+    tracing::info!(
+        "{} trials over {} utterances, {}-dimensional embeddings",
+        trials.trials.len(),
+        indexed.rows.len(),
+        embeddings.dim()
+    );
+    let mean_source = inputs
+        .mean_embeddings
+        .as_deref()
+        .map(EmbeddingFile::read)
+        .transpose()?;
+    if let Some(source) = &mean_source {
+        embeddings.check_same_dim(source)?;
     }
-    text
+    let preprocess = Preprocess::new(
+        config.length_norm,
+        mean_source.as_ref().map(|s| s.embeddings.vectors.view()),
+    );
+    let unit = preprocess.unit_rows(embeddings.embeddings.vectors.view(), &indexed.rows);
+    let cosine = scoring::cosine_scores(unit.view(), &indexed.pairs);
+    let num_utterances = indexed.rows.len();
+    let Some(path) = &inputs.cohort_embeddings else {
+        return Ok(Scored {
+            scores: cosine,
+            cosine: None,
+            num_utterances,
+            asnorm: None,
+        });
+    };
+    let cohort = EmbeddingFile::read(path)?;
+    embeddings.check_same_dim(&cohort)?;
+    let cohort_unit = preprocess.unit_all(cohort.embeddings.vectors.view());
+    let summary = AsNormSummary {
+        cohort_size: cohort_unit.nrows(),
+        top_n: config.asnorm_top.clamp(1, cohort_unit.nrows()),
+    };
+    if summary.top_n != config.asnorm_top {
+        tracing::warn!(
+            "AS-norm top {} exceeds the cohort of {}: using all of it",
+            config.asnorm_top,
+            summary.top_n
+        );
+    }
+    let stats = asnorm::cohort_stats(unit.view(), cohort_unit.view(), summary.top_n);
+    Ok(Scored {
+        scores: asnorm::as_norm(&cosine, &indexed.pairs, &stats),
+        cosine: Some(cosine),
+        num_utterances,
+        asnorm: Some(summary),
+    })
 }
 
 fn describe_scoring(inputs: &SvInputs, config: &SvConfig, asnorm: Option<AsNormSummary>) -> String {
+    if let Some(scores) = &inputs.scores {
+        return format!("scores read from {}", file_label(scores));
+    }
     let mut steps = Vec::new();
     if config.length_norm {
         steps.push("length normalisation".to_owned());
@@ -306,7 +375,8 @@ fn markdown(report: &SvReport) -> String {
     }
     format!(
         "# Speaker verification: {}\n\n{}\n{} trials ({} target, {} non-target) over {} utterances; \
-         scoring: {}.\n\nEmbeddings: `{}`. DET curve: `det.svg`, `det.png`; scores: `scores.txt`.\n",
+         scoring: {}.\n\n{}. DET curve: `det.svg`, `det.png`; scores: `scores.txt`; \
+         calibration: `calibration.json`.\n",
         file_label(&report.run.inputs.trials),
         markdown_table(&header, &rows),
         report.num_trials,
@@ -314,6 +384,10 @@ fn markdown(report: &SvReport) -> String {
         report.num_nontargets,
         report.num_utterances,
         report.scoring,
-        report.run.inputs.embeddings.display(),
+        match (&report.run.inputs.embeddings, &report.run.inputs.scores) {
+            (Some(path), _) => format!("Embeddings: `{}`", path.display()),
+            (None, Some(path)) => format!("Scores: `{}`", path.display()),
+            (None, None) => "No input".to_owned(),
+        },
     )
 }

@@ -190,6 +190,7 @@ pub fn write_manifest(dir: &Path, root: &Path, files: &[(PathBuf, String)]) -> P
                 split: split.clone(),
                 emotion: None,
                 fold: None,
+                channel: None,
             }
         })
         .collect();
