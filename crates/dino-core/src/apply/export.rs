@@ -39,7 +39,9 @@ pub struct ExportReport {
 
 /// Traces, checks and writes the TorchScript module.
 pub fn run(req: &ExportRequest) -> Result<ExportReport> {
-    let model = TrainedModel::load(&req.model, Device::Cpu)?;
+    let mut model = TrainedModel::load(&req.model, Device::Cpu)?;
+    // Parameters become constants of the trace, which takes them without gradients.
+    model.vs.freeze();
     let bins = model.spec.encoder.feat_dim();
     tch::manual_seed(0);
     let example = |frames: i64| Tensor::randn([2, frames, bins], (Kind::Float, Device::Cpu));

@@ -41,14 +41,14 @@ impl AttentiveStatsPooling {
 
 impl ModuleT for AttentiveStatsPooling {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let frames = x.size()[2];
+        // expand_as, not the frame count: a TorchScript trace stays length-generic.
         let stats = mean_std(x);
         let chunks = stats.chunk(2, 1);
         let context = Tensor::cat(
             &[
                 x.shallow_clone(),
-                chunks[0].unsqueeze(2).expand([-1, -1, frames], false),
-                chunks[1].unsqueeze(2).expand([-1, -1, frames], false),
+                chunks[0].unsqueeze(2).expand_as(x),
+                chunks[1].unsqueeze(2).expand_as(x),
             ],
             1,
         );

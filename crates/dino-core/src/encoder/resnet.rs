@@ -151,8 +151,9 @@ impl ModuleT for ResNet {
         for block in &self.blocks {
             x = block.forward_t(&x, train);
         }
-        let (b, c, f, t) = x.size4().expect("4-D feature map");
-        let pooled = mean_std(&x.reshape([b, c * f, t]));
+        // Channels x frequency flattened without reading the sizes, so that a TorchScript
+        // trace stays length-generic.
+        let pooled = mean_std(&x.flatten(1, 2));
         let embedding = self.embedding.forward(&pooled);
         match &self.embedding_bn {
             Some(bn) => bn.forward_t(&embedding, train),
