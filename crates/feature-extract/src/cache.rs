@@ -667,7 +667,14 @@ mod tests {
         assert_eq!(ids, ["u3", "u1", "u2"]);
         assert_eq!(o.read_all(1).unwrap(), x);
         assert_eq!(o.read_all(0).unwrap(), vec![-3; 5]);
-        assert!(merge_in_order(&[a.clone()], &dir.path().join("n.h5"), &order[..1]).is_err());
+        assert!(
+            merge_in_order(
+                std::slice::from_ref(&a),
+                &dir.path().join("n.h5"),
+                &order[..1]
+            )
+            .is_err()
+        );
 
         let merged = dir.path().join("m.h5");
         merge(&[a.clone(), b.clone()], &merged).unwrap();

@@ -149,9 +149,12 @@ pub fn run(
             stage_kit::write_bytes_atomically(&job.script, job.text.as_bytes())?;
             let job_id = cluster.sbatch(&args, &job.script)?;
             println!(
-                "stage {}: submitted {} job {job_id}{}",
+                "stage {}: submitted {}{job_id}{}",
                 stage.name,
-                job.role,
+                match job.role {
+                    "job" => "job ".to_owned(),
+                    role => format!("{role} job "),
+                },
                 if job.shards.is_empty() {
                     String::new()
                 } else {
@@ -203,10 +206,12 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(follow(&cluster, stages, &submitted, run_dir))?;
+    let done = runtime.block_on(follow(&cluster, stages, &submitted, run_dir))?;
     let collected = collect(stages, run_dir, &cluster)?;
-    for name in &collected.done {
-        if !outcome.resumed.contains(name) {
+    for stage in stages {
+        let name = &stage.name;
+        let finished = done.contains(name) || collected.done.contains(name);
+        if finished && !outcome.resumed.contains(name) {
             outcome.ran.push(name.clone());
         }
     }
@@ -257,6 +262,11 @@ pub fn collect(stages: &[Stage], run_dir: &Path, cluster: &Cluster) -> anyhow::R
             }
             Verdict::Done => {
                 record_done(stage, &submission, &dir)?;
+                println!(
+                    "stage {} done (Slurm jobs {})",
+                    stage.name,
+                    submission.job_ids().join(", ")
+                );
                 out.done.push(stage.name.clone());
             }
             Verdict::Failed(lines) => {
@@ -308,23 +318,20 @@ fn record_done(stage: &Stage, submission: &Submission, dir: &Path) -> anyhow::Re
     record.write(dir)?;
     Pending::clear(dir);
     Submission::settle(dir)?;
-    println!(
-        "stage {} done (Slurm jobs {})",
-        stage.name,
-        submission.job_ids().join(", ")
-    );
     Ok(())
 }
 
-/// Polls the queue until every submitted job has left it; a stage that fails has the jobs
-/// of the stages downstream of it cancelled (clusters without `kill_invalid_depend` would
-/// keep them pending). Ctrl-C cancels every job of the pipeline.
+/// Polls the queue until every submitted job has left it, recording each stage as its jobs
+/// succeed (returns those); a stage that fails has the jobs of the stages downstream of it
+/// cancelled (clusters without `kill_invalid_depend` would keep them pending). Ctrl-C
+/// cancels every job of the pipeline; the stages recorded until then stay recorded.
 async fn follow(
     cluster: &Cluster,
     stages: &[Stage],
     submitted: &[(String, Submission)],
     run_dir: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
+    let mut done = Vec::new();
     let all_ids: Vec<String> = submitted.iter().flat_map(|(_, s)| s.job_ids()).collect();
     let mut open: BTreeSet<&str> = submitted.iter().map(|(n, _)| n.as_str()).collect();
     let mut shown: BTreeMap<&str, String> = BTreeMap::new();
@@ -342,6 +349,12 @@ async fn follow(
                 }
                 Verdict::Done => {
                     open.remove(name.as_str());
+                    let stage = stages
+                        .iter()
+                        .find(|s| s.name == *name)
+                        .context("a submitted stage is not in the plan")?;
+                    record_done(stage, submission, &run_dir.join(name))?;
+                    done.push(name.clone());
                     "done".to_owned()
                 }
                 Verdict::Failed(lines) => {
@@ -373,7 +386,7 @@ async fn follow(
             }
         }
     }
-    Ok(())
+    Ok(done)
 }
 
 /// The jobs of `stage` (`shape`) in submission order, with their scripts.
