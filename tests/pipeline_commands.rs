@@ -109,8 +109,8 @@ fn voxceleb_shaped_tree(fixture: &Path, root: &Path) -> Vec<(String, std::path::
     .collect()
 }
 
-#[test]
-fn the_voxceleb_dry_run_prints_the_papers_plan() {
+/// `cargo xtask pipeline voxceleb --dry-run EXTRA...` on the VoxCeleb-shaped tree; its stdout.
+fn voxceleb_dry_run(extra: &[&str]) -> String {
     let fixture = xtask::fixture::ensure(xtask::fixture::Size::Tiny, 1).unwrap();
     let work = tempfile::tempdir().unwrap();
     let mut args = vec![
@@ -118,6 +118,7 @@ fn the_voxceleb_dry_run_prints_the_papers_plan() {
         "voxceleb".to_owned(),
         "--dry-run".to_owned(),
     ];
+    args.extend(extra.iter().map(|a| a.to_string()));
     for (name, path) in voxceleb_shaped_tree(&fixture, work.path()) {
         args.extend(["--corpus".to_owned(), format!("{name}={}", path.display())]);
     }
@@ -130,12 +131,53 @@ fn the_voxceleb_dry_run_prints_the_papers_plan() {
         .env_remove("MSP_PODCAST_ROOT")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+#[test]
+fn the_voxceleb_slurm_dry_run_prints_array_sizes_and_resources() {
+    let stdout = voxceleb_dry_run(&["--executor", "slurm"]);
+    let sbatch = |stage: &str| -> Vec<String> {
+        let section = stdout
+            .split(&format!("== {stage} (Slurm) ==\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {stage} jobs in\n{stdout}"));
+        section
+            .lines()
+            .take_while(|l| !l.starts_with("=="))
+            .filter(|l| l.starts_with("$ sbatch "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let prepare = sbatch("prepare");
+    assert_eq!(prepare.len(), 2, "{prepare:?}");
+    assert!(prepare[0].contains("--array=0-63%32") && prepare[0].contains("--cpus-per-task=4"));
+    assert!(prepare[1].contains("--dependency=afterok:<scan.merge>:<prepare.array>"));
+    let pretrain = sbatch("pretrain");
+    for option in [
+        "--nodes=2",
+        "--gpus-per-node=4",
+        "--signal=B:USR1@300",
+        "--requeue",
+        "--time=1-00:00:00",
+        "--dependency=afterok:<scan.merge>:<prepare.merge>",
+    ] {
+        assert!(pretrain[0].contains(option), "{option} not in {pretrain:?}");
+    }
+    assert!(stdout.contains("srun "), "{stdout}");
+    assert!(sbatch("finetune-r2")[0].contains("--gpus-per-node=4"));
+    assert_eq!(sbatch("scan")[0].matches("--array=0-15%16").count(), 1);
+}
+
+#[test]
+fn the_voxceleb_dry_run_prints_the_papers_plan() {
+    let stdout = voxceleb_dry_run(&[]);
 
     let planned: Vec<String> = stdout
         .lines()

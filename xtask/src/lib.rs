@@ -6,4 +6,5 @@ pub mod command;
 pub mod fixture;
 pub mod pipeline;
 pub mod setup;
+pub mod slurm_local;
 pub mod workspace;

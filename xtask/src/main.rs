@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, command, fixture, pipeline, setup, workspace};
+use xtask::{bench, command, fixture, pipeline, setup, slurm_local, workspace};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +49,22 @@ enum Task {
         #[arg(long)]
         run_dir: Option<PathBuf>,
     },
+    /// A one-node Slurm cluster on this machine (127.0.0.1 only) for the Slurm executor.
+    SlurmLocal {
+        #[arg(value_enum)]
+        action: SlurmAction,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SlurmAction {
+    /// Install slurm-wlm and munge if missing (root), write the configuration, start the
+    /// daemons, wait for the node to be idle.
+    Start,
+    /// Stop the daemons started by `start`, by pid.
+    Stop,
+    /// Show the daemons and `sinfo`.
+    Status,
 }
 
 #[derive(clap::Args)]
@@ -79,6 +95,12 @@ struct PipelineArgs {
     /// Fail unless DINO's EER is below the no-learning baseline's on every trial list.
     #[arg(long)]
     require_improvement: bool,
+    /// Where stages run: child processes here, or Slurm jobs (resources from `[slurm]`).
+    #[arg(long, value_enum, default_value = "local")]
+    executor: pipeline::Executor,
+    /// Slurm: submit the whole pipeline and return; `status` or the next run records it.
+    #[arg(long, requires = "executor")]
+    submit_and_exit: bool,
 }
 
 fn corpus_root(value: &str) -> Result<(String, PathBuf), String> {
@@ -144,6 +166,8 @@ fn main() -> anyhow::Result<()> {
                 corpora: args.corpora.into_iter().collect(),
                 run_dir: args.run_dir,
                 require_improvement: args.require_improvement,
+                executor: args.executor,
+                submit_and_exit: args.submit_and_exit,
             })?;
         }
         Task::Status {
@@ -151,6 +175,11 @@ fn main() -> anyhow::Result<()> {
             corpora,
             run_dir,
         } => pipeline::status(&name, run_dir, &corpora.into_iter().collect())?,
+        Task::SlurmLocal { action } => match action {
+            SlurmAction::Start => slurm_local::start()?,
+            SlurmAction::Stop => slurm_local::stop()?,
+            SlurmAction::Status => slurm_local::status()?,
+        },
     }
     Ok(())
 }

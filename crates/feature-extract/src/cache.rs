@@ -500,14 +500,25 @@ impl<T: H5Type> CacheWriter<T> {
 /// Concatenates caches of the same kind, sample rate, element type and config into `output`
 /// (written atomically), in the order given; duplicate utterances are an error.
 pub fn merge(inputs: &[PathBuf], output: &Path) -> Result<()> {
+    merge_ordered(inputs, output, None)
+}
+
+/// Joins the shards of one `prepare` run into the cache the unsharded run writes: utterances
+/// in the order of `order` (the manifest's ids; shards own every N-th utterance, so plain
+/// concatenation would interleave them). An utterance `order` lacks is an error.
+pub fn merge_in_order(inputs: &[PathBuf], output: &Path, order: &[String]) -> Result<()> {
+    merge_ordered(inputs, output, Some(order))
+}
+
+fn merge_ordered(inputs: &[PathBuf], output: &Path, order: Option<&[String]>) -> Result<()> {
     let first = inputs
         .first()
         .ok_or_else(|| Error::invalid(output, "nothing to merge"))?;
     let head = Packed::open(first, None)?;
     match element_type(&head.data, first)? {
-        TypeDescriptor::Integer(IntSize::U2) => merge_typed::<i16>(inputs, output),
-        TypeDescriptor::Float(FloatSize::U4) => merge_typed::<f32>(inputs, output),
-        TypeDescriptor::Float(FloatSize::U2) => merge_typed::<f16>(inputs, output),
+        TypeDescriptor::Integer(IntSize::U2) => merge_typed::<i16>(inputs, output, order),
+        TypeDescriptor::Float(FloatSize::U4) => merge_typed::<f32>(inputs, output, order),
+        TypeDescriptor::Float(FloatSize::U2) => merge_typed::<f16>(inputs, output, order),
         other => Err(Error::invalid(
             first,
             format!("cache data of type {other:?}"),
@@ -515,7 +526,11 @@ pub fn merge(inputs: &[PathBuf], output: &Path) -> Result<()> {
     }
 }
 
-fn merge_typed<T: H5Type + Clone>(inputs: &[PathBuf], output: &Path) -> Result<()> {
+fn merge_typed<T: H5Type + Clone>(
+    inputs: &[PathBuf],
+    output: &Path,
+    order: Option<&[String]>,
+) -> Result<()> {
     let parts = inputs
         .iter()
         .map(|p| Packed::open(p, None))
@@ -546,6 +561,43 @@ fn merge_typed<T: H5Type + Clone>(inputs: &[PathBuf], output: &Path) -> Result<(
                 format!("utterance {} is already in an earlier input", dup.utt_id),
             ));
         }
+    }
+    if let Some(order) = order {
+        let rank: std::collections::HashMap<&str, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        let mut placed = Vec::new();
+        for (pi, p) in parts.iter().enumerate() {
+            for (ei, e) in p.entries.iter().enumerate() {
+                let r = rank.get(e.utt_id.as_str()).ok_or_else(|| {
+                    Error::invalid(
+                        &p.path,
+                        format!("utterance {} is not in the manifest", e.utt_id),
+                    )
+                })?;
+                placed.push((*r, pi, ei));
+            }
+        }
+        placed.sort_unstable();
+        return stage_kit::write_atomically(output, |partial| {
+            let mut writer = CacheWriter::<T>::create(partial, head.kind, head.cols, true)?;
+            for &(_, pi, ei) in &placed {
+                let (p, e) = (&parts[pi], &parts[pi].entries[ei]);
+                let (start, end) = (e.offset as usize, (e.offset + e.length) as usize);
+                let rows = p
+                    .data
+                    .read_slice_2d::<T, _>(s![start..end, ..])
+                    .map_err(Error::hdf5(&p.path))?;
+                writer.append(&e.utt_id, &e.group, rows.view())?;
+            }
+            let rejects: Vec<CacheReject> = parts
+                .iter()
+                .flat_map(|p| p.rejects.iter().cloned())
+                .collect();
+            writer.finish(head.sample_rate, &head.config, &rejects)
+        });
     }
     stage_kit::write_atomically(output, |partial| {
         let mut writer = CacheWriter::<T>::create(partial, head.kind, head.cols, true)?;
@@ -606,6 +658,23 @@ mod tests {
         assert_eq!(cache.read_all(0).unwrap(), x);
         assert_eq!(cache.rejects()[0].reason, "truncated");
         assert!(FbankCache::open(&a).is_err());
+
+        let ordered = dir.path().join("o.h5");
+        let order = ["u3", "u1", "u2"].map(String::from);
+        merge_in_order(&[a.clone(), b.clone()], &ordered, &order).unwrap();
+        let o = AudioCache::open(&ordered).unwrap();
+        let ids: Vec<&str> = o.entries().iter().map(|e| e.utt_id.as_str()).collect();
+        assert_eq!(ids, ["u3", "u1", "u2"]);
+        assert_eq!(o.read_all(1).unwrap(), x);
+        assert_eq!(o.read_all(0).unwrap(), vec![-3; 5]);
+        assert!(
+            merge_in_order(
+                std::slice::from_ref(&a),
+                &dir.path().join("n.h5"),
+                &order[..1]
+            )
+            .is_err()
+        );
 
         let merged = dir.path().join("m.h5");
         merge(&[a.clone(), b.clone()], &merged).unwrap();

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use data_manifest::UtteranceManifest;
 use feature_extract::Embeddings;
 use feature_extract::cache::{self, AudioCache, FbankCache, FbankDtype};
 use feature_extract::prepare::{self, PrepareConfig, PrepareRequest};
@@ -70,6 +71,10 @@ enum Command {
         /// The merged cache.
         #[arg(long)]
         output: PathBuf,
+        /// Order the utterances as this manifest (the one the shards were prepared from):
+        /// the merged cache then equals the unsharded run's.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
         /// Caches to concatenate, in order.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -157,9 +162,23 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Merge { output, inputs } => {
-            cache::merge(&inputs, &output)
-                .with_context(|| format!("merging into {}", output.display()))?;
+        Command::Merge {
+            output,
+            manifest,
+            inputs,
+        } => {
+            match manifest {
+                Some(manifest) => {
+                    let ids: Vec<String> = UtteranceManifest::read(&manifest)?
+                        .utterances
+                        .into_iter()
+                        .map(|u| u.utt_id)
+                        .collect();
+                    cache::merge_in_order(&inputs, &output, &ids)
+                }
+                None => cache::merge(&inputs, &output),
+            }
+            .with_context(|| format!("merging into {}", output.display()))?;
             tracing::info!("merged {} caches into {}", inputs.len(), output.display());
         }
         Command::ShowCache { path } => {

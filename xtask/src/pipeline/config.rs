@@ -40,6 +40,8 @@ pub struct PipelineFile {
     pub cluster: toml::Table,
     #[serde(default)]
     pub finetune: toml::Table,
+    /// Resources of the Slurm executor's jobs.
+    pub slurm: Option<super::slurm::SlurmSection>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,12 +1,14 @@
 //! `cargo xtask pipeline NAME`: runs the stage graph of `pipelines/NAME.toml` (scan -> prepare
 //! -> baseline -> pretrain -> embed -> eval-sv / eval-emotion -> [cluster -> finetune -> embed
 //! -> eval] x rounds -> report) as child processes in `runs/NAME/<stage>/`, skipping what is up
-//! to date; `cargo xtask status NAME` shows each stage's state.
+//! to date; `cargo xtask status NAME` shows each stage's state. With `--executor slurm` the
+//! same stages are submitted to Slurm as jobs instead (`slurm`).
 
 mod config;
 mod execute;
 mod plan;
 mod report;
+mod slurm;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -31,6 +33,16 @@ pub const STAGE_BINARIES: [&str; 5] = [
     "downstream-eval",
 ];
 
+/// Where the stages run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Executor {
+    /// Child processes of the runner, one stage after the other.
+    #[default]
+    Local,
+    /// Slurm jobs (`[slurm]` of the pipeline file gives their resources).
+    Slurm,
+}
+
 /// Options of `cargo xtask pipeline`.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -44,6 +56,9 @@ pub struct Options {
     pub run_dir: Option<PathBuf>,
     /// Fail unless the report exists and DINO's EER is below the baseline's on every set.
     pub require_improvement: bool,
+    pub executor: Executor,
+    /// Slurm: submit every job and return without following them.
+    pub submit_and_exit: bool,
 }
 
 /// What a run did with each stage, in plan order.
@@ -55,6 +70,8 @@ pub struct Outcome {
     pub resumed: Vec<String>,
     /// Stages up to date (or not selected), left alone.
     pub skipped: Vec<String>,
+    /// Stages handed to Slurm by this run.
+    pub submitted: Vec<String>,
 }
 
 /// A stage with its hash and what the runner will do with it.
@@ -89,8 +106,32 @@ pub fn run(options: &Options) -> anyhow::Result<Outcome> {
     }
     let rounds = options.rounds.unwrap_or(file.pipeline.rounds);
     let stages = plan::build(&file, &corpora, rounds, &run_dir, &binary_dir())?;
+    let slurm = options.executor == Executor::Slurm;
+    if slurm && !options.dry_run {
+        slurm::refresh(&stages, &run_dir)?;
+    }
     let decisions = decide(&stages, &run_dir, options)?;
-    print_plan(&decisions, options.dry_run);
+    print_plan(&decisions, options.dry_run && !slurm);
+    if slurm {
+        let section = file.slurm.clone().unwrap_or_default();
+        if !options.dry_run {
+            std::fs::create_dir_all(&run_dir)
+                .with_context(|| format!("creating {}", run_dir.display()))?;
+        }
+        let outcome = slurm::run(
+            &name,
+            &stages,
+            &decisions,
+            &section,
+            &run_dir,
+            options.dry_run,
+            options.submit_and_exit,
+        )?;
+        if !options.dry_run && (!options.submit_and_exit || outcome.submitted.is_empty()) {
+            finish_report(&name, &file, &stages, &run_dir, options)?;
+        }
+        return Ok(outcome);
+    }
     let mut outcome = Outcome::default();
     if options.dry_run {
         outcome.skipped = decisions.iter().map(|d| d.stage.name.clone()).collect();
@@ -110,12 +151,23 @@ pub fn run(options: &Options) -> anyhow::Result<Outcome> {
             outcome.ran.push(name);
         }
     }
-    let report = report::write(&name, &file, &stages, &run_dir)?;
+    finish_report(&name, &file, &stages, &run_dir, options)?;
+    Ok(outcome)
+}
+
+fn finish_report(
+    name: &str,
+    file: &PipelineFile,
+    stages: &[Stage],
+    run_dir: &Path,
+    options: &Options,
+) -> anyhow::Result<()> {
+    let report = report::write(name, file, stages, run_dir)?;
     println!("report: {}", run_dir.join("report.md").display());
     if options.require_improvement {
         report::require_improvement(&report)?;
     }
-    Ok(outcome)
+    Ok(())
 }
 
 /// `cargo xtask status NAME`: each stage's state, wall time and headline metrics.
@@ -136,6 +188,7 @@ pub fn status(
         &run_dir,
         &binary_dir(),
     )?;
+    let in_flight = slurm::refresh(&stages, &run_dir)?.in_flight;
     let decisions = decide(&stages, &run_dir, &Options::default())?;
     println!(
         "{:<18} {:<10} {:>9}  metrics / reason",
@@ -143,11 +196,13 @@ pub fn status(
     );
     for d in &decisions {
         let record = StageRecord::read(&run_dir.join(&d.stage.name));
+        let queued = in_flight.get(&d.stage.name);
         let state = match (
             &record,
             &d.reason,
             Pending::read(&run_dir.join(&d.stage.name)),
         ) {
+            _ if queued.is_some() => "slurm",
             (_, _, Some(_)) => "partial",
             (Some(_), None, _) => "done",
             (Some(_), Some(_), _) => "stale",
@@ -157,6 +212,7 @@ pub fn status(
             .as_ref()
             .map_or("-".to_owned(), |r| format!("{:.1}", r.wall_seconds));
         let detail = match (&record, &d.reason) {
+            _ if queued.is_some() => format!("jobs: {}", queued.unwrap()),
             (Some(r), None) => r.metrics.to_string(),
             (_, Some(reason)) => reason.clone(),
             (None, None) => String::new(),
@@ -341,38 +397,40 @@ fn print_plan(decisions: &[Decision], verbose: bool) {
     }
 }
 
-/// Runs one stage and records it; returns whether it continued an interrupted attempt.
-async fn run_stage(decision: &Decision<'_>, run_dir: &Path) -> anyhow::Result<bool> {
-    let stage = decision.stage;
-    let dir = run_dir.join(&stage.name);
-    let resumable = Pending::read(&dir).is_some_and(|p| p.hash == decision.hash);
+/// Readies a stage's folder for a run: kept (with its partial work) when an interrupted run
+/// with the same hash left it, cleared otherwise; marked pending, with the stage's config.
+/// Returns whether the run continues the interrupted one.
+fn prepare_stage_dir(decision: &Decision<'_>, dir: &Path) -> anyhow::Result<bool> {
+    let resumable = Pending::read(dir).is_some_and(|p| p.hash == decision.hash);
     if !resumable && dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     Pending {
         hash: decision.hash.clone(),
     }
-    .write(&dir)?;
-    if let Some(config) = &stage.config {
+    .write(dir)?;
+    if let Some(config) = &decision.stage.config {
         stage_kit::write_bytes_atomically(
             &dir.join("config.toml"),
             toml::to_string(config)?.as_bytes(),
         )?;
     }
-    println!(
-        "stage {} ({}){}",
-        stage.name,
-        decision.reason.as_deref().unwrap_or_default(),
-        if resumable { ", resuming" } else { "" }
-    );
-    let started = Instant::now();
-    execute::run_commands(&stage.name, &stage.commands, &dir.join("stage.log")).await?;
-    let wall_seconds = started.elapsed().as_secs_f64();
-    let record = StageRecord {
+    Ok(resumable)
+}
+
+/// The `stage.json` of a stage that finished.
+fn stage_record(
+    stage: &Stage,
+    hash: &str,
+    parts: &BTreeMap<String, String>,
+    wall_seconds: f64,
+    metrics: serde_json::Value,
+) -> anyhow::Result<StageRecord> {
+    Ok(StageRecord {
         stage: stage.name.clone(),
-        hash: decision.hash.clone(),
-        parts: decision.parts.clone(),
+        hash: hash.to_owned(),
+        parts: parts.clone(),
         commands: stage.commands.clone(),
         config: stage
             .config
@@ -383,8 +441,32 @@ async fn run_stage(decision: &Decision<'_>, run_dir: &Path) -> anyhow::Result<bo
         finished_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        metrics: stage.read_metrics()?,
-    };
+        metrics,
+        slurm: None,
+    })
+}
+
+/// Runs one stage and records it; returns whether it continued an interrupted attempt.
+async fn run_stage(decision: &Decision<'_>, run_dir: &Path) -> anyhow::Result<bool> {
+    let stage = decision.stage;
+    let dir = run_dir.join(&stage.name);
+    let resumable = prepare_stage_dir(decision, &dir)?;
+    println!(
+        "stage {} ({}){}",
+        stage.name,
+        decision.reason.as_deref().unwrap_or_default(),
+        if resumable { ", resuming" } else { "" }
+    );
+    let started = Instant::now();
+    execute::run_commands(&stage.name, &stage.commands, &dir.join("stage.log")).await?;
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let record = stage_record(
+        stage,
+        &decision.hash,
+        &decision.parts,
+        wall_seconds,
+        stage.read_metrics()?,
+    )?;
     record.write(&dir)?;
     Pending::clear(&dir);
     println!("stage {} done in {wall_seconds:.1} s", stage.name);

@@ -36,7 +36,7 @@ pub struct Stage {
 }
 
 impl Stage {
-    fn new(name: &str, upstream: &[&str]) -> Self {
+    pub(super) fn new(name: &str, upstream: &[&str]) -> Self {
         Stage {
             name: name.to_owned(),
             commands: Vec::new(),

@@ -28,6 +28,10 @@ pub struct StageRecord {
     pub finished_unix: u64,
     /// Headline metrics read from the stage's reports.
     pub metrics: serde_json::Value,
+    /// The Slurm jobs that ran the stage (ids, dependency edges, nodes, exit codes); absent
+    /// when it ran locally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<serde_json::Value>,
 }
 
 impl StageRecord {
@@ -201,6 +205,7 @@ mod tests {
             wall_seconds: 1.0,
             finished_unix: 0,
             metrics: serde_json::Value::Null,
+            slurm: None,
         };
         assert_eq!(
             rerun_reason(None, "h1", &parts("a"), &[]).unwrap(),
