@@ -48,9 +48,10 @@ fn main() {
     torch_link::configure();
 }
 
-/// NCCL needs libtorch_cuda, `nccl.h` and the CUDA runtime headers (with CCCL's
-/// `nv/target`): a CUDA toolkit (`$CUDA_HOME`, `/usr/local/cuda`) or the `nvidia-*` wheels
-/// beside torch in the same site-packages.
+/// NCCL needs libtorch_cuda, `nccl.h` and the CUDA runtime headers with `crt/` and CCCL's
+/// `nv/target`: a CUDA toolkit (`$CUDA_HOME`, `/usr/local/cuda`) or the `nvidia-*` wheels
+/// beside torch in the same site-packages (torch's own bring nccl and the runtime; the
+/// `nvidia-cuda-crt` and `nvidia-cuda-cccl` wheels add the rest).
 fn configure_nccl(build: &mut cc::Build, torch_root: &Path, lib: &Path) {
     if !lib.join("libtorch_cuda.so").exists() {
         panic!(
@@ -65,17 +66,16 @@ fn configure_nccl(build: &mut cc::Build, torch_root: &Path, lib: &Path) {
     }
     roots.push(PathBuf::from("/usr/local/cuda/include"));
     if let Some(nvidia) = &nvidia {
-        for wheel in [
-            "nccl",
-            "cu13",
-            "cuda_runtime",
-            "cuda_crt",
-            "cuda_cccl",
+        // CUDA 13 wheels put the runtime, crt and CCCL headers in cu13/include; CUDA 12
+        // wheels have one folder per package.
+        for dir in [
+            "nccl/include",
+            "cu13/include",
             "cu13/include/cccl",
+            "cuda_runtime/include",
         ] {
-            roots.push(nvidia.join(wheel).join("include"));
+            roots.push(nvidia.join(dir));
         }
-        roots.push(nvidia.join("cu13/include/cccl"));
     }
     let roots: Vec<PathBuf> = roots.into_iter().filter(|r| r.is_dir()).collect();
     for header in ["nccl.h", "cuda_runtime.h", "crt/host_config.h", "nv/target"] {

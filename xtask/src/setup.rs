@@ -44,7 +44,10 @@ const SYSTEM_PACKAGES: &[(&str, SystemCheck)] = &[
     ("pkg-config", SystemCheck::Program("pkg-config")),
     ("libhdf5-dev", SystemCheck::PkgConfig("hdf5")),
     ("g++", SystemCheck::Program("c++")),
-    ("libgloo-dev", SystemCheck::File("/usr/include/gloo/config.h")),
+    (
+        "libgloo-dev",
+        SystemCheck::File("/usr/include/gloo/config.h"),
+    ),
 ];
 
 enum SystemCheck {

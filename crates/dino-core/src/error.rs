@@ -19,6 +19,9 @@ pub enum Error {
     Manifest(#[from] data_manifest::ManifestError),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Joining the process group or a collective failed (a rank died, hung or never came).
+    #[error("data-parallel training: {0}")]
+    Distributed(String),
 }
 
 impl Error {

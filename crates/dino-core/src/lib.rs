@@ -5,6 +5,7 @@ pub mod aam;
 pub mod checkpoint;
 pub mod crops;
 pub mod device;
+pub mod distributed;
 pub mod embed;
 pub mod encoder;
 pub mod error;

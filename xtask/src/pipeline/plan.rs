@@ -32,6 +32,9 @@ pub struct Stage {
     /// Nested objects of the report files (dotted paths) whose numbers are metrics too,
     /// keyed `path.name`.
     pub nested_metrics: Vec<&'static str>,
+    /// Arguments that say how the commands run, not what they compute (the ranks of a
+    /// training stage): appended to each command when it runs, left out of the hash.
+    pub how_it_runs: Vec<String>,
 }
 
 impl Stage {
@@ -45,7 +48,16 @@ impl Stage {
             outputs: Vec::new(),
             metrics: Vec::new(),
             nested_metrics: Vec::new(),
+            how_it_runs: Vec::new(),
         }
+    }
+
+    /// The commands as they run: [`Stage::commands`] with [`Stage::how_it_runs`].
+    pub fn runnable_commands(&self) -> Vec<Vec<String>> {
+        self.commands
+            .iter()
+            .map(|c| c.iter().chain(&self.how_it_runs).cloned().collect())
+            .collect()
     }
 
     /// The binaries the stage runs.
@@ -514,6 +526,9 @@ impl Planner<'_> {
             .arg("--device")
             .arg(&self.file.pipeline.device);
         stage.commands.push(cmd.0);
+        if let Some(n) = self.file.pipeline.nproc_per_node.filter(|&n| n > 1) {
+            stage.how_it_runs = vec!["--nproc-per-node".to_owned(), n.to_string()];
+        }
         stage.outputs.push(dir.join("model.safetensors"));
         stage
             .metrics
