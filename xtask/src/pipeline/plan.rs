@@ -734,4 +734,23 @@ mod tests {
             }})
         );
     }
+
+    #[test]
+    fn ranks_change_how_training_runs_but_not_the_commands_that_are_hashed() {
+        let (_, mut file) = PipelineFile::load("fixture").unwrap();
+        let corpora =
+            super::super::config::resolve_corpora(&file, &BTreeMap::new(), false).unwrap();
+        let (run, bin) = (Path::new("/run"), Path::new("/bin"));
+        let alone = build(&file, &corpora, 1, run, bin).unwrap();
+        file.pipeline.nproc_per_node = Some(2);
+        let ranks = build(&file, &corpora, 1, run, bin).unwrap();
+        for (a, r) in alone.iter().zip(&ranks) {
+            assert_eq!(a.commands, r.commands, "{}", a.name);
+            let training = a.name == "pretrain" || a.name.starts_with("finetune");
+            assert_eq!(r.how_it_runs.is_empty(), !training, "{}", a.name);
+        }
+        let pretrain = ranks.iter().find(|s| s.name == "pretrain").unwrap();
+        let command = &pretrain.runnable_commands()[0];
+        assert_eq!(command[command.len() - 2..], ["--nproc-per-node", "2"]);
+    }
 }
