@@ -86,6 +86,10 @@ struct PipelineArgs {
     /// Pseudo-labelling rounds (overrides the pipeline's).
     #[arg(long)]
     rounds: Option<usize>,
+    /// Ranks per training stage on this machine (overrides `[pipeline] nproc_per_node`;
+    /// how a stage runs, not what it computes: no stage reruns for it).
+    #[arg(long, value_name = "N")]
+    nproc_per_node: Option<usize>,
     /// Corpus roots, NAME=PATH; otherwise the pipeline's environment variables and defaults.
     #[arg(long = "corpus", value_parser = corpus_root)]
     corpora: Vec<(String, PathBuf)>,
@@ -163,6 +167,7 @@ fn main() -> anyhow::Result<()> {
                 from: args.from,
                 force: args.force,
                 rounds: args.rounds,
+                nproc_per_node: args.nproc_per_node,
                 corpora: args.corpora.into_iter().collect(),
                 run_dir: args.run_dir,
                 require_improvement: args.require_improvement,

@@ -37,17 +37,24 @@ pub const PYTHON_REQUIREMENTS: &[&str] = &[
     "av==18.1.0",
 ];
 
-/// Debian packages needed to build the workspace: HDF5 (through pkg-config) and a C++
-/// compiler for tch's C++ shim.
+/// Debian packages needed to build the workspace: HDF5 (through pkg-config), a C++
+/// compiler for tch's and process-group's C++ shims, and gloo's headers, which libtorch's
+/// `ProcessGroupGloo.hpp` includes but the torch wheel does not ship.
 const SYSTEM_PACKAGES: &[(&str, SystemCheck)] = &[
     ("pkg-config", SystemCheck::Program("pkg-config")),
     ("libhdf5-dev", SystemCheck::PkgConfig("hdf5")),
     ("g++", SystemCheck::Program("c++")),
+    (
+        "libgloo-dev",
+        SystemCheck::File("/usr/include/gloo/config.h"),
+    ),
 ];
 
 enum SystemCheck {
     Program(&'static str),
     PkgConfig(&'static str),
+    /// A file the package installs (for packages without a pkg-config entry).
+    File(&'static str),
 }
 
 /// What setup provisioned, as recorded in `target/setup/provisioned.json`.
@@ -164,6 +171,7 @@ fn system_check_passes(check: &SystemCheck) -> bool {
             .args(["--exists", name])
             .status()
             .is_ok_and(|s| s.success()),
+        SystemCheck::File(path) => Path::new(path).exists(),
     }
 }
 

@@ -20,6 +20,16 @@ pub fn resolve(spec: &str) -> Result<Device> {
     }
 }
 
+/// [`resolve`] for the rank with index `local_rank` on its machine: `auto` and `cuda` mean
+/// `cuda:LOCAL_RANK` when CUDA is there (one GPU per rank, as torchrun's recipes do).
+pub fn resolve_for_rank(spec: &str, local_rank: usize) -> Result<Device> {
+    match spec {
+        "auto" if Cuda::is_available() => cuda(local_rank),
+        "cuda" => cuda(local_rank),
+        other => resolve(other),
+    }
+}
+
 fn cuda(index: usize) -> Result<Device> {
     let count = Cuda::device_count() as usize;
     if index >= count {

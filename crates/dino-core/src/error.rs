@@ -21,6 +21,9 @@ pub enum Error {
     Eval(#[from] downstream_eval::EvalError),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Joining the process group or a collective failed (a rank died, hung or never came).
+    #[error("data-parallel training: {0}")]
+    Distributed(String),
 }
 
 impl Error {

@@ -17,6 +17,7 @@ use tch::{Device, Kind, Tensor};
 use crate::aam::{AamConfig, AamSoftmax};
 use crate::checkpoint::{self, CheckpointDir, CheckpointMeta, EmbeddingSpec};
 use crate::crops::{CropBatch, CropConfig};
+use crate::distributed::{self, GradSync, Replicated};
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
 use crate::features::FeaturePipeline;
@@ -109,7 +110,8 @@ pub fn run(
     stop_after: Option<usize>,
 ) -> Result<Option<FinetuneReport>> {
     let started = Instant::now();
-    let device = crate::device::resolve(&config.device)?;
+    let device = distributed::device(&config.device)?;
+    let group = distributed::world(device)?;
     let init = checkpoint::load(&paths.init)?;
     let spec = init.meta.embedding.clone();
     let cache = AudioCache::open(&paths.audio_cache)?;
@@ -149,6 +151,7 @@ pub fn run(
     )?;
     (plan.workers, plan.prefetch, plan.checkpoint_every) =
         (config.workers, config.prefetch, config.checkpoint_every);
+    plan.distribute(group.clone())?;
     let config_json =
         serde_json::json!({ "finetune": config, "init": paths.init.display().to_string() });
     let mut task = FinetuneTask::new(
@@ -190,6 +193,9 @@ pub fn run(
         mean_data_wait_share: outcome.mean_data_wait_share,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
+    if !group.is_main() {
+        return Ok(Some(report));
+    }
     let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Config(e.to_string()))?;
     stage_kit::write_bytes_atomically(&paths.out_dir.join(REPORT), json.as_bytes())?;
     Ok(Some(report))
@@ -243,6 +249,8 @@ struct FinetuneTask<'a> {
     features: FeaturePipeline,
     optimizer: Optimizer,
     scaler: LossScaler,
+    grads: GradSync,
+    replicated: Replicated,
     lr: Cosine,
     steps_per_epoch: usize,
     mixed: bool,
@@ -285,6 +293,8 @@ impl<'a> FinetuneTask<'a> {
             config,
             config_json,
             spec,
+            grads: GradSync::new(plan.group.clone(), optimizer.parameters()),
+            replicated: Replicated::new(plan.group.clone(), &vs, &[]),
             vs,
             encoder,
             classifier,
@@ -318,6 +328,10 @@ impl<'a> checkpoint::VarSource for EncoderVars<'a> {
 }
 
 impl Task for FinetuneTask<'_> {
+    fn replicated(&self) -> &Replicated {
+        &self.replicated
+    }
+
     fn restore(&mut self, loaded: &checkpoint::Loaded, path: &Path) -> Result<usize> {
         checkpoint::restore_vars(&self.vs, &loaded.tensors, "", path)?;
         restore_training_state(&loaded.tensors, &mut self.optimizer, &mut self.scaler)
@@ -347,10 +361,11 @@ impl Task for FinetuneTask<'_> {
         let (grad_norm, skipped) = backward(
             &self.optimizer,
             &mut self.scaler,
+            &self.grads,
             loss,
             self.mixed,
             self.config.optim.clip_grad,
-        );
+        )?;
         if !skipped {
             let embedding_only = epoch < self.config.embedding_layer_only_epochs;
             self.optimizer

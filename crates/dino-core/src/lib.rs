@@ -8,6 +8,7 @@ pub mod apply;
 pub mod checkpoint;
 pub mod crops;
 pub mod device;
+pub mod distributed;
 pub mod embed;
 pub mod encoder;
 pub mod error;

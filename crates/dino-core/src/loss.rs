@@ -72,6 +72,21 @@ impl DinoLoss {
         teacher_views: i64,
         teacher_temp: f64,
     ) -> (Tensor, TeacherStats) {
+        let out = self.loss_and_stats(student, teacher, student_views, teacher_views, teacher_temp);
+        self.update_center(&teacher.detach().mean_dim(0, true, Kind::Float));
+        out
+    }
+
+    /// [`DinoLoss::forward`] without moving the centre: data-parallel training moves it with
+    /// the mean teacher output of the global batch ([`DinoLoss::update_center`]).
+    pub fn loss_and_stats(
+        &self,
+        student: &Tensor,
+        teacher: &Tensor,
+        student_views: i64,
+        teacher_views: i64,
+        teacher_temp: f64,
+    ) -> (Tensor, TeacherStats) {
         let student = (student / self.config.student_temp).log_softmax(-1, Kind::Float);
         let student_chunks = student.chunk(student_views, 0);
         let teacher = teacher.detach().to_kind(Kind::Float);
@@ -91,7 +106,6 @@ impl DinoLoss {
             }
         }
         let stats = tch::no_grad(|| self.teacher_stats(&targets));
-        self.update_center(&teacher);
         (total / f64::from(pairs), stats)
     }
 
@@ -113,9 +127,10 @@ impl DinoLoss {
         }
     }
 
-    fn update_center(&mut self, teacher: &Tensor) {
+    /// centre = momentum * centre + (1 - momentum) * `batch_center` (`[1, K]`, the mean
+    /// teacher output of a batch).
+    pub fn update_center(&mut self, batch_center: &Tensor) {
         tch::no_grad(|| {
-            let batch_center = teacher.mean_dim(0, true, Kind::Float);
             let m = self.config.center_momentum;
             self.center = &self.center * m + batch_center * (1.0 - m);
         });

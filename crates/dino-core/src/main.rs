@@ -1,6 +1,8 @@
 //! `dino-core`: DINO pretraining, embedding extraction and pseudo-label fine-tuning.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use dino_core::apply::cli::ApplyCommand;
@@ -52,7 +54,24 @@ struct TrainingArgs {
     /// Stop after this many steps (a checkpoint is written there); for time-boxed runs.
     #[arg(long)]
     stop_after: Option<usize>,
+    #[command(flatten)]
+    parallel: ParallelArgs,
 }
+
+/// How many processes share the work (never part of a stage's identity).
+#[derive(Args)]
+struct ParallelArgs {
+    /// Start N ranks on this machine (torchrun's standalone mode), each on its share of the
+    /// global batch; ignored when rendezvous variables (torchrun's, Slurm's) are already set.
+    #[arg(long, value_name = "N")]
+    nproc_per_node: Option<usize>,
+    /// Seconds a rank waits for the others, to join and in each collective, before failing.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800.0)]
+    dist_timeout: f64,
+}
+
+/// The option the launcher removes from its ranks' arguments.
+const NPROC_OPTION: &str = "--nproc-per-node";
 
 #[derive(Subcommand)]
 enum Command {
@@ -103,9 +122,15 @@ enum Command {
     Apply(ApplyCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     stage_kit::logging::init(cli.log_json.as_deref())?;
+    if let Some(parallel) = cli.command.parallel() {
+        if let Some(code) = launch_ranks(parallel)? {
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        dino_core::distributed::set_timeout(Duration::from_secs_f64(parallel.dist_timeout));
+    }
     match cli.command {
         Command::Doctor => print!("{}", RuntimeReport::collect()),
         Command::Describe { config } => describe(config.as_deref())?,
@@ -197,7 +222,47 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Command {
+    /// The parallelism options of the commands that have them.
+    fn parallel(&self) -> Option<&ParallelArgs> {
+        match self {
+            Command::Pretrain { run, .. } | Command::Finetune { run, .. } => Some(&run.parallel),
+            Command::Doctor | Command::Describe { .. } | Command::Embed { .. } => None,
+        }
+    }
+}
+
+/// With `--nproc-per-node N` (N > 1) outside a rendezvous, runs this command as N local ranks
+/// and returns the launch's exit code; `None` when this process is to do the work itself.
+fn launch_ranks(parallel: &ParallelArgs) -> anyhow::Result<Option<i32>> {
+    let Some(nproc) = parallel.nproc_per_node else {
+        return Ok(None);
+    };
+    if nproc == 0 {
+        anyhow::bail!("{NPROC_OPTION} must be at least 1");
+    }
+    let rendezvous = process_group::Rendezvous::from_env()?;
+    if rendezvous.source != process_group::rendezvous::Source::Single {
+        tracing::info!(
+            "rank {} of {} from {:?} variables: {NPROC_OPTION} {nproc} is not used",
+            rendezvous.rank,
+            rendezvous.world_size,
+            rendezvous.source
+        );
+        return Ok(None);
+    }
+    if nproc == 1 {
+        return Ok(None);
+    }
+    let launch = process_group::launch::Launch {
+        program: std::env::current_exe()?,
+        args: process_group::launch::without_option(std::env::args_os().skip(1), NPROC_OPTION),
+        nproc,
+    };
+    Ok(Some(process_group::launch::run(&launch)?))
 }
 
 fn describe(config: Option<&Path>) -> anyhow::Result<()> {

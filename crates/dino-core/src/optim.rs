@@ -118,6 +118,11 @@ impl Optimizer {
         &self.config
     }
 
+    /// The optimised tensors, ordered by name (the same order on every rank).
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.slots.iter().map(|s| s.param.shallow_clone()).collect()
+    }
+
     pub fn zero_grad(&self) {
         for slot in &self.slots {
             let mut grad = slot.param.grad();

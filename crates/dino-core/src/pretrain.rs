@@ -10,6 +10,7 @@
 //! continues the uninterrupted run exactly.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use data_manifest::UtteranceManifest;
@@ -20,6 +21,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointDir, CheckpointMeta, EmbeddingSpec};
 use crate::crops::{CropBatch, CropConfig};
+use crate::distributed::{self, GradSync, Replicated, global_row_mean};
 use crate::error::{Error, Result};
 use crate::features::{FeatureConfig, FeaturePipeline};
 use crate::head::LAST_LAYER;
@@ -29,6 +31,7 @@ use crate::monitor::{self, StepRecord};
 use crate::optim::{LossScaler, OptimConfig, Optimizer, restore_training_state, training_state};
 use crate::schedule::{Cosine, teacher_temperature};
 use crate::training::{self, Plan, REPORT, Task};
+use process_group::ProcessGroup;
 
 /// Everything that defines a pretraining run; defaults are the authors' recipe (DESIGN.md §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,7 +50,7 @@ pub struct PretrainConfig {
     /// Teacher EMA momentum at the start and at the end (cosine schedule).
     pub teacher_momentum: (f64, f64),
     pub epochs: usize,
-    /// Utterances per step.
+    /// Utterances per step, over all ranks (each of N ranks takes batch_size / N).
     pub batch_size: usize,
     /// Caps the steps of an epoch (an epoch is otherwise one pass over the utterances).
     pub max_steps_per_epoch: Option<usize>,
@@ -129,7 +132,8 @@ pub fn run(
     stop: StopAt,
 ) -> Result<Option<PretrainReport>> {
     let started = Instant::now();
-    let device = crate::device::resolve(&config.device)?;
+    let device = distributed::device(&config.device)?;
+    let group = distributed::world(device)?;
     let cache = AudioCache::open(&paths.audio_cache)?;
     let manifest = UtteranceManifest::read(&paths.manifest)?;
     refuse_label_filtered(&paths.manifest)?;
@@ -161,6 +165,7 @@ pub fn run(
     )?;
     (plan.workers, plan.prefetch, plan.checkpoint_every) =
         (config.workers, config.prefetch, config.checkpoint_every);
+    plan.distribute(group.clone())?;
     let config_json = serde_json::to_value(config).map_err(|e| Error::Config(e.to_string()))?;
     let mut task = DinoTask::new(config, config_json.clone(), &plan, features, device);
     let end = stop.step.unwrap_or(usize::MAX);
@@ -188,6 +193,9 @@ pub fn run(
         device: format!("{device:?}"),
         model: serde_json::to_string(&config.model.encoder).unwrap_or_default(),
     };
+    if !group.is_main() {
+        return Ok(Some(report));
+    }
     let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Config(e.to_string()))?;
     stage_kit::write_bytes_atomically(&paths.out_dir.join(REPORT), json.as_bytes())?;
     Ok(Some(report))
@@ -215,6 +223,9 @@ struct DinoTask<'a> {
     optimizer: Optimizer,
     loss: DinoLoss,
     scaler: LossScaler,
+    group: Arc<ProcessGroup>,
+    grads: GradSync,
+    replicated: Replicated,
     schedules: Schedules,
     steps_per_epoch: usize,
     mixed: bool,
@@ -232,10 +243,14 @@ impl<'a> DinoTask<'a> {
         let seed = stage_kit::rng::stream_seed(config.seed, "init");
         let dino = crate::model::seeded_init(seed, || Dino::new(&config.model, device));
         let optimizer = Optimizer::new(&dino.student.vs, config.optim.clone());
+        let group = plan.group.clone();
         DinoTask {
             config,
             config_json,
             features,
+            grads: GradSync::new(group.clone(), optimizer.parameters()),
+            replicated: Replicated::new(group.clone(), &dino.student.vs, &[&dino.teacher.vs]),
+            group,
             optimizer,
             loss: DinoLoss::new(config.loss.clone(), config.model.head.out_dim, device),
             scaler: LossScaler::new(),
@@ -249,6 +264,10 @@ impl<'a> DinoTask<'a> {
 }
 
 impl Task for DinoTask<'_> {
+    fn replicated(&self) -> &Replicated {
+        &self.replicated
+    }
+
     fn restore(&mut self, loaded: &checkpoint::Loaded, path: &Path) -> Result<usize> {
         checkpoint::restore_vars(&self.dino.student.vs, &loaded.tensors, "student.", path)?;
         checkpoint::restore_vars(&self.dino.teacher.vs, &loaded.tensors, "teacher.", path)?;
@@ -285,13 +304,16 @@ impl Task for DinoTask<'_> {
             (teacher_out, Tensor::cat(&outs, 0))
         });
         let views = (c.crops.global_crops + c.crops.local_crops) as i64;
-        let (loss, stats) = self.loss.forward(
+        let (loss, stats) = self.loss.loss_and_stats(
             &student_out.to_kind(Kind::Float),
             &teacher_out,
             views,
             c.crops.global_crops as i64,
             temp,
         );
+        // The centre follows the teacher outputs of the global batch.
+        let batch_center = global_row_mean(&self.group, &teacher_out.detach())?;
+        self.loss.update_center(&batch_center);
         let loss_value = loss.double_value(&[]);
         if !loss_value.is_finite() {
             return Err(Error::Config(format!(
@@ -302,10 +324,11 @@ impl Task for DinoTask<'_> {
         let (grad_norm, skipped) = backward(
             &self.optimizer,
             &mut self.scaler,
+            &self.grads,
             loss,
             self.mixed,
             c.optim.clip_grad,
-        );
+        )?;
         if !skipped {
             let frozen_last = epoch < c.freeze_last_layer_epochs;
             let last_layer = format!("head.{LAST_LAYER}");
@@ -364,28 +387,33 @@ impl Task for DinoTask<'_> {
     }
 }
 
-/// Back-propagates `loss` (scaled under fp16 autocast); returns the gradient norm (after
-/// clipping to `clip`) and whether the step must be skipped because the gradients overflowed.
+/// Back-propagates `loss` (scaled under fp16 autocast) and averages the gradients over the
+/// ranks (`grads`) before unscaling and clipping, so that every rank sees the same gradients
+/// and takes the same overflow decision; returns the gradient norm (before clipping to
+/// `clip`) and whether the step must be skipped because the gradients overflowed.
 pub fn backward(
     optimizer: &Optimizer,
     scaler: &mut LossScaler,
+    grads: &GradSync,
     loss: Tensor,
     mixed: bool,
     clip: Option<f64>,
-) -> (f64, bool) {
+) -> Result<(f64, bool)> {
     optimizer.zero_grad();
     let mut skipped = false;
     if mixed {
         (loss * scaler.scale).backward();
+        grads.average()?;
         skipped = !scaler.unscale(optimizer);
     } else {
         loss.backward();
+        grads.average()?;
     }
     let norm = match clip {
         Some(max) => optimizer.clip_grad_norm(max),
         None => optimizer.grad_norm(),
     };
-    (norm, skipped)
+    Ok((norm, skipped))
 }
 
 /// The schedules of a run, as functions of the global step.

@@ -4,6 +4,11 @@
 //! written every `checkpoint_every` steps and at each epoch end; every step is logged.
 //! Because the order, the crops and the schedules are functions of (seed, epoch, step), a run
 //! resumed from a checkpoint continues exactly as the uninterrupted run would have.
+//!
+//! Data-parallel (see [`crate::distributed`]): every rank draws the same epoch order and takes
+//! its own disjoint slice of each global batch; variables are broadcast from rank 0 at the
+//! start and buffers before each step; only rank 0 writes checkpoints, the step log and the
+//! progress display. Checkpoints do not depend on the world size, so a run resumes at another.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,11 +16,13 @@ use std::time::Instant;
 
 use feature_extract::augment::AugmentConfig;
 use feature_extract::cache::AudioCache;
+use process_group::ProcessGroup;
 use rand::seq::SliceRandom;
 use tch::Tensor;
 
 use crate::checkpoint::{self, CheckpointDir, CheckpointMeta};
 use crate::crops::{CropBatch, CropConfig, CropSampler, open_augmenter};
+use crate::distributed::{Replicated, mean_over_ranks};
 use crate::error::{Error, Result};
 use crate::features::FeaturePipeline;
 use crate::monitor::{StepLog, StepRecord};
@@ -29,6 +36,8 @@ pub trait Task {
     fn checkpoint(&self, epoch: usize, step: usize) -> (CheckpointMeta, Vec<(String, Tensor)>);
     /// Restores a checkpoint of this task read from `path`; returns its step.
     fn restore(&mut self, loaded: &checkpoint::Loaded, path: &Path) -> Result<usize>;
+    /// The variables that ranks keep identical.
+    fn replicated(&self) -> &Replicated;
 }
 
 /// Shape of a run.
@@ -47,6 +56,8 @@ pub struct Plan {
     pub checkpoints: CheckpointDir,
     /// Name of the progress display.
     pub label: &'static str,
+    /// The ranks that share each batch (a world of one unless [`Plan::distribute`] said).
+    pub group: Arc<ProcessGroup>,
 }
 
 impl Plan {
@@ -83,7 +94,31 @@ impl Plan {
             checkpoint_every: 1000,
             checkpoints,
             label,
+            group: Arc::new(ProcessGroup::single()),
         })
+    }
+
+    /// Shares each (global) batch among the ranks of `group`; the batch must divide.
+    pub fn distribute(&mut self, group: Arc<ProcessGroup>) -> Result<()> {
+        let world = group.world_size();
+        if !self.batch.is_multiple_of(world) {
+            return Err(Error::Config(format!(
+                "batch_size {} (the global batch) does not divide among {world} ranks",
+                self.batch
+            )));
+        }
+        self.group = group;
+        Ok(())
+    }
+
+    /// The items of each batch that this rank processes.
+    pub fn local_batch(&self) -> usize {
+        self.batch / self.group.world_size()
+    }
+
+    /// Whether this process writes checkpoints, logs and reports (rank 0).
+    pub fn is_main(&self) -> bool {
+        self.group.is_main()
     }
 
     pub fn total_steps(&self) -> usize {
@@ -110,23 +145,29 @@ pub struct Outcome {
     pub mean_data_wait_share: f64,
 }
 
-/// Runs steps `start..end` of `plan`, logging to `log`. With `end == start` (nothing to run)
-/// the state at `start` is checkpointed, which gives the untrained model of a fresh run.
+/// Runs steps `start..end` of `plan`, logging to `log` (rank 0's; `None` on the others).
+/// With `end == start` (nothing to run) the state at `start` is checkpointed, which gives the
+/// untrained model of a fresh run.
 pub fn run(
     plan: &Plan,
     sampler: &Arc<CropSampler>,
     task: &mut impl Task,
-    log: &mut StepLog,
+    mut log: Option<&mut StepLog>,
     start: usize,
     end: usize,
 ) -> Result<Outcome> {
     let end = end.min(plan.total_steps());
-    if end <= start {
+    task.replicated().broadcast_all()?;
+    if end <= start && plan.is_main() {
         let (meta, tensors) = task.checkpoint(start / plan.steps_per_epoch, start);
         plan.checkpoints.save(&meta, &tensors)?;
     }
-    let mut progress = stage_kit::progress::Progress::new(plan.label, plan.total_steps(), "step");
-    progress.update(start);
+    let mut progress = plan
+        .is_main()
+        .then(|| stage_kit::progress::Progress::new(plan.label, plan.total_steps(), "step"));
+    if let Some(p) = &mut progress {
+        p.update(start);
+    }
     let mut outcome = Outcome {
         step: start,
         ..Default::default()
@@ -138,12 +179,13 @@ pub fn run(
         let first = step % plan.steps_per_epoch;
         let order = plan.epoch_order(epoch);
         let last = plan.steps_per_epoch.min(first + end - step);
-        let batch = plan.batch;
+        // This rank's slice of each global batch.
+        let (batch, local) = (plan.batch, plan.local_batch());
+        let offset = plan.group.rank() * local;
         let jobs: Vec<Vec<(usize, usize)>> = (first..last)
             .map(|b| {
-                (b * batch..(b + 1) * batch)
-                    .map(|p| (p, order[p]))
-                    .collect()
+                let from = b * batch + offset;
+                (from..from + local).map(|p| (p, order[p])).collect()
             })
             .collect();
         let loader_sampler = sampler.clone();
@@ -157,30 +199,41 @@ pub fn run(
             let wait = (loader.waited() - waited_before).as_secs_f64();
             let crops = crops?;
             let count = crops.count();
+            task.replicated().broadcast_buffers()?;
             let mut record = task.step(outcome.step, epoch, crops)?;
+            // The logged loss and accuracy are those of the global batch.
+            let means = mean_over_ranks(&plan.group, &[record.loss, record.accuracy])?;
+            (record.loss, record.accuracy) = (means[0], means[1]);
             let elapsed = step_started.elapsed().as_secs_f64().max(1e-9);
             step_started = Instant::now();
             waited_before = loader.waited();
             record.data_wait_share = (wait / elapsed).min(1.0);
-            record.crops_per_second = count as f64 / elapsed;
+            record.crops_per_second = (count * plan.group.world_size()) as f64 / elapsed;
             wait_sum += record.data_wait_share;
             done += 1;
             outcome.step += 1;
-            log.append(&record)
-                .map_err(|e| stage_kit::FileError::new(log.path(), e))?;
+            if let Some(log) = log.as_deref_mut() {
+                log.append(&record)
+                    .map_err(|e| stage_kit::FileError::new(log.path(), e))?;
+            }
             outcome.last = record;
-            progress.update(1);
+            if let Some(p) = &mut progress {
+                p.update(1);
+            }
             let s = outcome.step;
-            if s.is_multiple_of(plan.checkpoint_every.max(1))
-                || s.is_multiple_of(plan.steps_per_epoch)
-                || s == end
+            if plan.is_main()
+                && (s.is_multiple_of(plan.checkpoint_every.max(1))
+                    || s.is_multiple_of(plan.steps_per_epoch)
+                    || s == end)
             {
                 let (meta, tensors) = task.checkpoint(s / plan.steps_per_epoch, s);
                 plan.checkpoints.save(&meta, &tensors)?;
             }
         }
     }
-    progress.finish();
+    if let Some(p) = progress {
+        p.finish();
+    }
     outcome.mean_data_wait_share = wait_sum / done.max(1) as f64;
     Ok(outcome)
 }
@@ -274,7 +327,8 @@ pub const REPORT: &str = "report.json";
 /// Continues from the newest checkpoint of `plan` when `resume` asks (refusing one written
 /// with another `config`), then runs up to step `end`, appending to [`STEP_LOG`] in
 /// `out_dir`; a run that reaches its last step saves the task as [`FINAL_MODEL`] there.
-/// `None` when the run stopped before its last step.
+/// `None` when the run stopped before its last step. Every rank restores the same
+/// checkpoint (the output folder is shared); only rank 0 writes.
 pub fn resume_and_run(
     plan: &Plan,
     sampler: &Arc<CropSampler>,
@@ -288,8 +342,15 @@ pub fn resume_and_run(
     if resume && let Some(loaded) = resumable(&plan.checkpoints, config)? {
         start = task.restore(&loaded, &plan.checkpoints.path_for(loaded.meta.step))?;
     }
-    let mut log = open_log(out_dir, start)?;
-    let outcome = run(plan, sampler, task, &mut log, start, end)?;
+    let mut log = match plan.is_main() {
+        true => Some(open_log(out_dir, start)?),
+        false => None,
+    };
+    let outcome = run(plan, sampler, task, log.as_mut(), start, end)?;
+    // No rank leaves before the others are done with their collectives.
+    plan.group
+        .barrier()
+        .map_err(|e| Error::Distributed(e.to_string()))?;
     if outcome.step < plan.total_steps() {
         tracing::info!(
             "stopped at step {} of {} as asked",
@@ -298,8 +359,10 @@ pub fn resume_and_run(
         );
         return Ok(None);
     }
-    let (meta, tensors) = task.checkpoint(plan.epochs, outcome.step);
-    checkpoint::save(&out_dir.join(FINAL_MODEL), &meta, &tensors)?;
+    if plan.is_main() {
+        let (meta, tensors) = task.checkpoint(plan.epochs, outcome.step);
+        checkpoint::save(&out_dir.join(FINAL_MODEL), &meta, &tensors)?;
+    }
     Ok(Some(outcome))
 }
 

@@ -177,3 +177,74 @@ fn a_few_minutes_of_dino_on_two_cores_beat_random_initialisation() {
         "EER {after:.4} after training, {before:.4} untrained"
     );
 }
+
+/// Runs `dino-core pretrain` on the fixture with `config` as `nproc` local ranks (the
+/// launcher) into `out`, with extra arguments; panics unless it succeeds.
+fn pretrain_ranks(config: &PretrainConfig, out: &Path, nproc: usize, extra: &[&str]) {
+    let p = paths(out);
+    std::fs::create_dir_all(out).unwrap();
+    let config_path = out.with_extension("toml");
+    std::fs::write(&config_path, toml::to_string(config).unwrap()).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_dino-core"))
+        .arg("pretrain")
+        .arg("--manifest")
+        .arg(&p.manifest)
+        .arg("--audio-cache")
+        .arg(&p.audio_cache)
+        .arg("--noise-cache")
+        .arg(p.noise_cache.as_ref().unwrap())
+        .arg("--rir-cache")
+        .arg(p.rir_cache.as_ref().unwrap())
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--out-dir")
+        .arg(out)
+        .args([
+            "--nproc-per-node",
+            &nproc.to_string(),
+            "--dist-timeout",
+            "120",
+        ])
+        .args(extra)
+        .status()
+        .unwrap();
+    assert!(status.success(), "pretraining at world {nproc}: {status}");
+}
+
+#[test]
+fn a_world_of_two_resumes_exactly_and_continues_at_a_world_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, resumed) = (dir.path().join("whole"), dir.path().join("resumed"));
+    let config = tiny(7);
+    pretrain_ranks(&config, &whole, 2, &[]);
+
+    // Both ranks stop after step 5 (as a kill would), the checkpoint of step 5 is lost, and
+    // the world of two resumes from step 4: it ends bit-identical to the uninterrupted run.
+    pretrain_ranks(&config, &resumed, 2, &["--stop-after", "5"]);
+    std::fs::remove_file(resumed.join("checkpoints/step-00000005.safetensors")).unwrap();
+    pretrain_ranks(&config, &resumed, 2, &["--resume"]);
+    let (a, b) = (
+        tensors(&whole.join(training::FINAL_MODEL)),
+        tensors(&resumed.join(training::FINAL_MODEL)),
+    );
+    let mut differing: Vec<&String> = a.keys().filter(|name| !a[*name].equal(&b[*name])).collect();
+    differing.sort();
+    assert!(
+        differing.is_empty(),
+        "{differing:?} differ after resuming at world 2"
+    );
+    assert_eq!(losses(&whole), losses(&resumed));
+
+    // A run checkpointed at world 2 continues at world 1 from the same step, keeping its log.
+    let moved = dir.path().join("moved");
+    pretrain_ranks(&config, &moved, 2, &["--stop-after", "2"]);
+    let before = losses(&moved);
+    assert_eq!(before, losses(&whole)[..2]);
+    let report = pretrain::run(&config, &paths(&moved), true, StopAt::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.steps, 6);
+    let after = losses(&moved);
+    assert_eq!((after.len(), &after[..2]), (6, &before[..]));
+    assert!(after.iter().all(|l| l.is_finite()));
+}

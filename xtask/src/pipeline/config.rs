@@ -56,6 +56,10 @@ pub struct PipelineSection {
     /// `auto` (CUDA when available), `cpu` or `cuda`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Ranks of each training stage on this machine (`dino-core --nproc-per-node`); how a
+    /// stage runs, so it is not part of any stage's hash.
+    #[serde(default)]
+    pub nproc_per_node: Option<usize>,
     /// Trim speech to the frames the energy VAD keeps when caching it.
     #[serde(default = "yes")]
     pub vad: bool,

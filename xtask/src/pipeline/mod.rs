@@ -52,6 +52,8 @@ pub struct Options {
     pub from: Option<String>,
     pub force: bool,
     pub rounds: Option<usize>,
+    /// Overrides `[pipeline] nproc_per_node`.
+    pub nproc_per_node: Option<usize>,
     pub corpora: BTreeMap<String, PathBuf>,
     pub run_dir: Option<PathBuf>,
     /// Fail unless the report exists and DINO's EER is below the baseline's on every set.
@@ -89,7 +91,8 @@ pub fn run(options: &Options) -> anyhow::Result<Outcome> {
     setup::ensure()?;
     let corpora = config::resolve_corpora(&file, &options.corpora, !options.dry_run)?;
     let present: BTreeSet<String> = corpora.keys().cloned().collect();
-    let file = file.without_absent(&present);
+    let mut file = file.without_absent(&present);
+    file.pipeline.nproc_per_node = options.nproc_per_node.or(file.pipeline.nproc_per_node);
     let run_dir = options
         .run_dir
         .clone()
@@ -458,7 +461,12 @@ async fn run_stage(decision: &Decision<'_>, run_dir: &Path) -> anyhow::Result<bo
         if resumable { ", resuming" } else { "" }
     );
     let started = Instant::now();
-    execute::run_commands(&stage.name, &stage.commands, &dir.join("stage.log")).await?;
+    execute::run_commands(
+        &stage.name,
+        &stage.runnable_commands(),
+        &dir.join("stage.log"),
+    )
+    .await?;
     let wall_seconds = started.elapsed().as_secs_f64();
     let record = stage_record(
         stage,

@@ -33,6 +33,9 @@ pub struct Stage {
     /// Nested objects of the report files (dotted paths) whose numbers are metrics too,
     /// keyed `path.name`.
     pub nested_metrics: Vec<&'static str>,
+    /// Arguments that say how the commands run, not what they compute (the ranks of a
+    /// training stage): appended to each command when it runs, left out of the hash.
+    pub how_it_runs: Vec<String>,
 }
 
 impl Stage {
@@ -46,7 +49,16 @@ impl Stage {
             outputs: Vec::new(),
             metrics: Vec::new(),
             nested_metrics: Vec::new(),
+            how_it_runs: Vec::new(),
         }
+    }
+
+    /// The commands as they run: [`Stage::commands`] with [`Stage::how_it_runs`].
+    pub fn runnable_commands(&self) -> Vec<Vec<String>> {
+        self.commands
+            .iter()
+            .map(|c| c.iter().chain(&self.how_it_runs).cloned().collect())
+            .collect()
     }
 
     /// The binaries the stage runs.
@@ -515,6 +527,9 @@ impl Planner<'_> {
             .arg("--device")
             .arg(&self.file.pipeline.device);
         stage.commands.push(cmd.0);
+        if let Some(n) = self.file.pipeline.nproc_per_node.filter(|&n| n > 1) {
+            stage.how_it_runs = vec!["--nproc-per-node".to_owned(), n.to_string()];
+        }
         stage.outputs.push(dir.join("model.safetensors"));
         stage
             .metrics
@@ -741,5 +756,24 @@ mod tests {
                 "diagnostics.kept.nmi": 0.7
             }})
         );
+    }
+
+    #[test]
+    fn ranks_change_how_training_runs_but_not_the_commands_that_are_hashed() {
+        let (_, mut file) = PipelineFile::load("fixture").unwrap();
+        let corpora =
+            super::super::config::resolve_corpora(&file, &BTreeMap::new(), false).unwrap();
+        let (run, bin) = (Path::new("/run"), Path::new("/bin"));
+        let alone = build(&file, &corpora, 1, run, bin).unwrap();
+        file.pipeline.nproc_per_node = Some(2);
+        let ranks = build(&file, &corpora, 1, run, bin).unwrap();
+        for (a, r) in alone.iter().zip(&ranks) {
+            assert_eq!(a.commands, r.commands, "{}", a.name);
+            let training = a.name == "pretrain" || a.name.starts_with("finetune");
+            assert_eq!(r.how_it_runs.is_empty(), !training, "{}", a.name);
+        }
+        let pretrain = ranks.iter().find(|s| s.name == "pretrain").unwrap();
+        let command = &pretrain.runnable_commands()[0];
+        assert_eq!(command[command.len() - 2..], ["--nproc-per-node", "2"]);
     }
 }

@@ -1,0 +1,211 @@
+//! The local launcher, torchrun's standalone mode: starts `nproc` ranks of a program on this
+//! machine with torchrun's variables (a free port on 127.0.0.1, `OMP_NUM_THREADS` = cores /
+//! ranks), watches them, and on the first failure stops the others and returns that rank's
+//! exit code. Children die with the launcher (`PR_SET_PDEATHSIG`), so none is orphaned.
+
+use std::ffi::OsString;
+use std::net::TcpListener;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::rendezvous::torchrun;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// Ranks to start (at least 1).
+    pub nproc: usize,
+}
+
+/// How long stopped ranks get between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_millis(50);
+
+/// The exit code of a process: its own, or 128 + the signal that ended it (as shells do).
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
+
+/// Intra-op threads of each of `local_ranks` ranks on this machine: its share of the cores.
+pub fn threads_per_rank(local_ranks: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / local_ranks.max(1)).max(1)
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::Launch(format!("no free port on 127.0.0.1: {e}")))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::Launch(e.to_string()))
+}
+
+/// Runs the ranks to completion; returns 0 when all succeeded, else the exit code of the
+/// first rank that failed (the others are stopped).
+pub fn run(launch: &Launch) -> Result<i32> {
+    let nproc = launch.nproc.max(1);
+    let port = free_port()?;
+    let threads = threads_per_rank(nproc);
+    tracing::info!(
+        "launching {nproc} ranks of {} on 127.0.0.1:{port}, {threads} thread(s) each",
+        launch.program.display()
+    );
+    let mut ranks: Vec<Option<Child>> = Vec::with_capacity(nproc);
+    for rank in 0..nproc {
+        match spawn(launch, rank, nproc, port, threads) {
+            Ok(child) => ranks.push(Some(child)),
+            Err(e) => {
+                stop(&mut ranks);
+                return Err(e);
+            }
+        }
+    }
+    watch(ranks)
+}
+
+fn spawn(launch: &Launch, rank: usize, nproc: usize, port: u16, threads: usize) -> Result<Child> {
+    let mut command = Command::new(&launch.program);
+    command
+        .args(&launch.args)
+        .env(torchrun::RANK, rank.to_string())
+        .env(torchrun::WORLD_SIZE, nproc.to_string())
+        .env(torchrun::LOCAL_RANK, rank.to_string())
+        .env(torchrun::LOCAL_WORLD_SIZE, nproc.to_string())
+        .env(torchrun::MASTER_ADDR, "127.0.0.1")
+        .env(torchrun::MASTER_PORT, port.to_string())
+        .env("OMP_NUM_THREADS", threads.to_string());
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when the
+    // launcher's thread that forked it exits.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|e| {
+        Error::Launch(format!(
+            "starting rank {rank} ({}): {e}",
+            launch.program.display()
+        ))
+    })
+}
+
+/// Waits for every rank; the first failure stops the rest.
+fn watch(mut ranks: Vec<Option<Child>>) -> Result<i32> {
+    let mut failed: Option<i32> = None;
+    while ranks.iter().any(Option::is_some) {
+        for rank in 0..ranks.len() {
+            let Some(child) = ranks[rank].as_mut() else {
+                continue;
+            };
+            let status = child
+                .try_wait()
+                .map_err(|e| Error::Launch(format!("watching rank {rank}: {e}")))?;
+            let Some(status) = status else { continue };
+            let pid = child.id();
+            ranks[rank] = None;
+            if status.success() || failed.is_some() {
+                continue;
+            }
+            let code = exit_code(status);
+            tracing::error!(
+                "rank {rank} (pid {pid}) failed ({}); stopping the other ranks",
+                describe(status)
+            );
+            failed = Some(code);
+            stop(&mut ranks);
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(failed.unwrap_or(0))
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+/// SIGTERM to every running rank, SIGKILL to those still running after [`GRACE`]; reaps all.
+fn stop(ranks: &mut [Option<Child>]) {
+    for child in ranks.iter().flatten() {
+        // SAFETY: signalling our own child by pid; it has not been reaped yet.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + GRACE;
+    for slot in ranks.iter_mut() {
+        let Some(child) = slot.as_mut() else { continue };
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(POLL);
+        }
+        if let Ok(None) = child.try_wait() {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        *slot = None;
+    }
+}
+
+/// `args` without the option `name` and its value (`--name V` or `--name=V`), as the
+/// launcher hands its own command line to the ranks.
+pub fn without_option(args: impl IntoIterator<Item = OsString>, name: &str) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut args = args.into_iter();
+    let with_value = format!("{name}=");
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some(a) if a == name => {
+                args.next();
+            }
+            Some(a) if a.starts_with(&with_value) => {}
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_the_option_in_both_spellings() {
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            without_option(
+                args(&["pretrain", "--nproc-per-node", "2", "--seed", "3"]),
+                "--nproc-per-node"
+            ),
+            args(&["pretrain", "--seed", "3"])
+        );
+        assert_eq!(
+            without_option(args(&["--nproc-per-node=4", "x"]), "--nproc-per-node"),
+            args(&["x"])
+        );
+    }
+
+    #[test]
+    fn exit_codes_of_signals_follow_the_shell() {
+        assert_eq!(exit_code(ExitStatus::from_raw(9)), 137);
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
+        assert!(threads_per_rank(1) >= threads_per_rank(64));
+        assert_eq!(threads_per_rank(100_000), 1);
+    }
+}
