@@ -205,11 +205,7 @@ pub fn cllr(scores: &[f32], targets: &[bool], llr: impl Fn(f64) -> f64) -> f64 {
 
 /// `ln(1 + e^x)` without overflow.
 fn softplus(x: f64) -> f64 {
-    if x > 30.0 {
-        x
-    } else {
-        x.exp().ln_1p()
-    }
+    if x > 30.0 { x } else { x.exp().ln_1p() }
 }
 
 fn sigmoid(x: f64) -> f64 {
