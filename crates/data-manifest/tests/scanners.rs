@@ -576,18 +576,33 @@ fn sphere_files_are_probed_and_two_channel_calls_become_one_utterance_per_side()
             ("channel_count", channels),
             ("sample_coding", coding),
             ("sample_n_bytes", if coding == "pcm" { "2" } else { "1" }),
-            ("sample_byte_format", if coding == "pcm" { "10" } else { "1" }),
+            (
+                "sample_byte_format",
+                if coding == "pcm" { "10" } else { "1" },
+            ),
         ]
     };
     // TIMIT names its SPHERE files .WAV; Switchboard uses .sph.
-    std::fs::write(d.join("spk1/a.WAV"), sphere_file(&fields("800", "1", "pcm"), &[1; 1600])).unwrap();
-    std::fs::write(d.join("spk1/call.sph"), sphere_file(&fields("400", "2", "ulaw"), &[7; 800])).unwrap();
+    std::fs::write(
+        d.join("spk1/a.WAV"),
+        sphere_file(&fields("800", "1", "pcm"), &[1; 1600]),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("spk1/call.sph"),
+        sphere_file(&fields("400", "2", "ulaw"), &[7; 800]),
+    )
+    .unwrap();
     std::fs::write(
         d.join("spk1/packed.sph"),
         sphere_file(&fields("400", "1", "ulaw,embedded-shorten-v2.00"), &[0; 90]),
     )
     .unwrap();
-    std::fs::write(d.join("spk1/cut.sph"), sphere_file(&fields("400", "1", "alaw"), &[0; 90])).unwrap();
+    std::fs::write(
+        d.join("spk1/cut.sph"),
+        sphere_file(&fields("400", "1", "alaw"), &[0; 90]),
+    )
+    .unwrap();
     let outcome = scan(
         &Layout::Generic(GenericOptions {
             speaker_component: Some(0),
@@ -614,12 +629,21 @@ fn sphere_files_are_probed_and_two_channel_calls_become_one_utterance_per_side()
         ]
     );
     let call = find(&outcome.manifest, "spk1/call-B");
-    assert_eq!((call.num_samples, call.sample_rate, call.channels), (400, 8000, 2));
+    assert_eq!(
+        (call.num_samples, call.sample_rate, call.channels),
+        (400, 8000, 2)
+    );
     assert_eq!(call.path, "spk1/call.sph");
     let reasons = rejects(&outcome);
     assert_eq!(reasons.len(), 2, "{reasons:?}");
-    assert!(reasons[0].0 == "spk1/cut.sph" && reasons[0].1.starts_with("truncated:"), "{reasons:?}");
-    assert!(reasons[1].0 == "spk1/packed.sph" && reasons[1].1.contains("shorten"), "{reasons:?}");
+    assert!(
+        reasons[0].0 == "spk1/cut.sph" && reasons[0].1.starts_with("truncated:"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].0 == "spk1/packed.sph" && reasons[1].1.contains("shorten"),
+        "{reasons:?}"
+    );
     // The channel column survives the Parquet round trip.
     let path = d.join("utterances.parquet");
     outcome.manifest.write(&path).unwrap();

@@ -409,7 +409,7 @@ fn run_reference(
                 .to_string(),
         ],
     )
-        .expect("PyTorch reference");
+    .expect("PyTorch reference");
     serde_json::from_str(&out).expect("reference output")
 }
 

@@ -177,9 +177,19 @@ fn the_model_file_records_audio_options_mean_and_provenance() {
     }
     // Only the encoder's tensors are kept; the plain checkpoint has no application entry.
     let loaded = checkpoint::load(&s.model).unwrap();
-    assert!(loaded.tensors.keys().all(|k| k.starts_with("teacher.encoder.")));
+    assert!(
+        loaded
+            .tensors
+            .keys()
+            .all(|k| k.starts_with("teacher.encoder."))
+    );
     let plain = s.model.with_file_name("checkpoint.safetensors");
-    assert!(TrainedModel::load(&plain, Device::Cpu).unwrap().application.is_none());
+    assert!(
+        TrainedModel::load(&plain, Device::Cpu)
+            .unwrap()
+            .application
+            .is_none()
+    );
 }
 
 /// A SPHERE file of 16-bit big-endian PCM samples (`channels` interleaved).
@@ -441,7 +451,13 @@ fn verify_and_score_reproduce_the_pipeline_scores() {
     let mut labelled = String::new();
     let text = std::fs::read_to_string(d("kaldi-scores.txt")).unwrap();
     for (line, t) in text.lines().zip(&trials.trials) {
-        writeln!(labelled, "{} {}", u8::from(t.target), line.rsplit(' ').next().unwrap()).unwrap();
+        writeln!(
+            labelled,
+            "{} {}",
+            u8::from(t.target),
+            line.rsplit(' ').next().unwrap()
+        )
+        .unwrap();
     }
     std::fs::write(d("labelled.txt"), labelled).unwrap();
     let numpy: f64 = run_python(NUMPY_EER_PY, &[d("labelled.txt")])
@@ -518,7 +534,8 @@ fn torchscript_export_and_the_python_package_reproduce_the_rust_embeddings() {
         std::fs::write(&path, bytes).unwrap();
         files.push(path);
         let wave: Vec<f32> = samples.iter().map(|&v| f32::from(v)).collect();
-        let embedding = tch::no_grad(|| model.encoder.forward_t(&features.forward(&wave, 1), false));
+        let embedding =
+            tch::no_grad(|| model.encoder.forward_t(&features.forward(&wave, 1), false));
         rust.push(Vec::<f32>::try_from(embedding.view([-1])).unwrap());
     }
     let mut args = vec![
@@ -545,7 +562,10 @@ fn torchscript_export_and_the_python_package_reproduce_the_rust_embeddings() {
             let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
             let cosine = dot / (norm(ours) * norm(&theirs));
             eprintln!("{kind}: max abs difference {diff:.2e}, cosine {cosine:.6}");
-            assert!(diff <= 1e-4 && cosine >= 0.9999, "{kind}: {diff} / {cosine}");
+            assert!(
+                diff <= 1e-4 && cosine >= 0.9999,
+                "{kind}: {diff} / {cosine}"
+            );
         }
     }
 }

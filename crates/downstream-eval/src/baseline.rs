@@ -174,8 +174,8 @@ pub fn run(
                         decode::Downmix::Mean,
                         u.channel,
                     )
-                        .map_err(|e| e.to_string())
-                        .and_then(|samples| statistics(fbank.compute(&samples).view()))
+                    .map_err(|e| e.to_string())
+                    .and_then(|samples| statistics(fbank.compute(&samples).view()))
                 }));
                 progress.update(batch.len());
             }

@@ -384,7 +384,13 @@ fn a_score_file_gives_the_same_report_and_the_calibration_matches_scikit_learn()
     sv("--scores", "external.txt", "from-scores");
     let a = read_json(&d.join("from-embeddings/report.json"));
     let b = read_json(&d.join("from-scores/report.json"));
-    for key in ["eer", "eer_interpolated", "min_dcf_0.01", "min_dcf_0.05", "num_trials"] {
+    for key in [
+        "eer",
+        "eer_interpolated",
+        "min_dcf_0.01",
+        "min_dcf_0.05",
+        "num_trials",
+    ] {
         assert_eq!(a[key], b[key], "{key}");
     }
     assert!(b["scoring"].as_str().unwrap().contains("external.txt"));
@@ -394,7 +400,13 @@ fn a_score_file_gives_the_same_report_and_the_calibration_matches_scikit_learn()
     assert_eq!(calibration["eer"], a["eer"]);
     let mut labelled = String::new();
     for (line, trial) in text.lines().zip(&trials) {
-        writeln!(labelled, "{} {}", u8::from(trial.2), line.split(' ').nth(2).unwrap()).unwrap();
+        writeln!(
+            labelled,
+            "{} {}",
+            u8::from(trial.2),
+            line.split(' ').nth(2).unwrap()
+        )
+        .unwrap();
     }
     std::fs::write(d.join("labelled.txt"), labelled).unwrap();
     let reference: serde_json::Value = serde_json::from_str(

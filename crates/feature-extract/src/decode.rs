@@ -99,7 +99,12 @@ pub fn decode_channel(path: &Path, downmix: Downmix, channel: Option<u16>) -> Re
             ));
         }
         return Ok(Audio {
-            samples: interleaved.iter().skip(c).step_by(channels).copied().collect(),
+            samples: interleaved
+                .iter()
+                .skip(c)
+                .step_by(channels)
+                .copied()
+                .collect(),
             sample_rate,
         });
     }

@@ -220,6 +220,9 @@ fn sphere_decodes_bit_exact_like_ffmpeg() {
     ];
     std::fs::write(&shorten, sphere_file(&fields, &[0; 64])).unwrap();
     let err = decode::decode_mono(&shorten).unwrap_err().to_string();
-    assert!(err.contains("shorten.sph") && err.contains("shorten"), "{err}");
+    assert!(
+        err.contains("shorten.sph") && err.contains("shorten"),
+        "{err}"
+    );
     eprintln!("{} SPHERE files decode bit-exact", files.len());
 }

@@ -78,7 +78,12 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, ProbeError> {
     let header_bytes: usize = std::str::from_utf8(size_line)
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| corrupt(format!("header size {:?}", String::from_utf8_lossy(size_line))))?;
+        .ok_or_else(|| {
+            corrupt(format!(
+                "header size {:?}",
+                String::from_utf8_lossy(size_line)
+            ))
+        })?;
     if header_bytes < 16 || header_bytes > 1 << 20 {
         return Err(corrupt(format!("implausible header size {header_bytes}")));
     }
@@ -98,7 +103,10 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, ProbeError> {
         }
         let mut parts = line.splitn(3, ' ');
         if let (Some(name), Some(kind), Some(value)) = (parts.next(), parts.next(), parts.next()) {
-            let value = match kind.strip_prefix("-s").and_then(|n| n.parse::<usize>().ok()) {
+            let value = match kind
+                .strip_prefix("-s")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
                 Some(n) => value.get(..n).unwrap_or(value),
                 None => value,
             };
@@ -130,7 +138,9 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, ProbeError> {
     let n_bytes = number("sample_n_bytes")?;
     let coding = match (coding_field.as_str(), n_bytes) {
         ("pcm", Some(2) | None) => {
-            let order = fields.get("sample_byte_format").map_or("01", String::as_str);
+            let order = fields
+                .get("sample_byte_format")
+                .map_or("01", String::as_str);
             match order {
                 "01" => Coding::Pcm16 { big_endian: false },
                 "10" => Coding::Pcm16 { big_endian: true },
@@ -287,7 +297,10 @@ pub(crate) mod tests {
         assert_eq!(alaw_to_linear(0x2a), -32256);
         // Both laws are odd-symmetric and monotone within a sign.
         let mu: Vec<i16> = (0..=255u8).map(mulaw_to_linear).collect();
-        assert!(mu[128..].windows(2).all(|w| w[0] > w[1]), "positive half decreasing");
+        assert!(
+            mu[128..].windows(2).all(|w| w[0] > w[1]),
+            "positive half decreasing"
+        );
     }
 
     #[test]
@@ -304,7 +317,11 @@ pub(crate) mod tests {
         assert!(err.starts_with("unsupported: shorten"), "{err}");
         assert!(err.contains("sph2pipe"), "{err}");
         let short = sphere_file(
-            &[("sample_count", "100"), ("sample_rate", "8000"), ("sample_coding", "ulaw")],
+            &[
+                ("sample_count", "100"),
+                ("sample_rate", "8000"),
+                ("sample_coding", "ulaw"),
+            ],
             &[0u8; 10],
         );
         let err = decode(&short).unwrap_err().to_string();

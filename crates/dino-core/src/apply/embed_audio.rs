@@ -216,7 +216,11 @@ fn audio_options(req: &EmbedOptions) -> Result<PrepareConfig> {
             "{} records no audio options (not a `dino-core bundle` model file): decoding at \
              {fbank_rate} Hz, VAD {}",
             req.model.display(),
-            if req.vad == Some(true) { "on" } else { "off (--vad on if the model was trained on VAD-trimmed audio)" }
+            if req.vad == Some(true) {
+                "on"
+            } else {
+                "off (--vad on if the model was trained on VAD-trimmed audio)"
+            }
         );
         PrepareConfig {
             sample_rate: fbank_rate,
@@ -255,8 +259,8 @@ pub fn list_inputs(inputs: &[PathBuf]) -> Result<(Vec<Candidate>, Vec<Reject>)> 
                 candidates.push(candidate(&input.join(&rel), &rel)?);
             }
         } else if has_extension(input, LIST_EXTENSIONS) {
-            let text = std::fs::read_to_string(input)
-                .map_err(|e| stage_kit::FileError::new(input, e))?;
+            let text =
+                std::fs::read_to_string(input).map_err(|e| stage_kit::FileError::new(input, e))?;
             let base = input.parent().unwrap_or(Path::new(""));
             for (number, line) in text.lines().enumerate() {
                 let fields: Vec<&str> = line.split_whitespace().collect();

@@ -61,7 +61,9 @@ pub fn run(req: &ExportRequest) -> Result<ExportReport> {
         let (ours, traced) = tch::no_grad(|| {
             (
                 encoder.forward_t(&x, false),
-                module.forward_ts(&[&x]).map_err(Error::torch("running the traced encoder")),
+                module
+                    .forward_ts(&[&x])
+                    .map_err(Error::torch("running the traced encoder")),
             )
         });
         let diff = (ours - traced?).abs().max().double_value(&[]);

@@ -156,7 +156,10 @@ fn parse_application(path: &Path, json: &str) -> Result<Application> {
     if application.format != FORMAT {
         return Err(Error::checkpoint(
             path,
-            format!("{APPLICATION_KEY} format {:?}, expected {FORMAT:?}", application.format),
+            format!(
+                "{APPLICATION_KEY} format {:?}, expected {FORMAT:?}",
+                application.format
+            ),
         ));
     }
     Ok(application)

@@ -46,8 +46,8 @@ pub struct ScoreRequest {
 pub fn run(req: &ScoreRequest) -> Result<usize> {
     let text = std::fs::read_to_string(&req.trials)
         .map_err(|e| stage_kit::FileError::new(&req.trials, e))?;
-    let trials = parse_trials(&text)
-        .map_err(|m| Error::Config(format!("{}: {m}", req.trials.display())))?;
+    let trials =
+        parse_trials(&text).map_err(|m| Error::Config(format!("{}: {m}", req.trials.display())))?;
     if trials.trials.is_empty() {
         return Err(Error::Config(format!(
             "{}: no trials",
@@ -123,7 +123,11 @@ fn trial_candidates(trials: &TrialList, root: &Path) -> Result<Vec<Candidate>> {
     let mut missing = Vec::new();
     for name in names {
         let found = std::iter::once(root.join(name))
-            .chain(AUDIO_EXTENSIONS.iter().map(|e| root.join(format!("{name}.{e}"))))
+            .chain(
+                AUDIO_EXTENSIONS
+                    .iter()
+                    .map(|e| root.join(format!("{name}.{e}"))),
+            )
             .find(|p| p.is_file());
         match found {
             Some(path) => {

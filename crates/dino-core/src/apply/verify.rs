@@ -98,7 +98,10 @@ pub fn run(req: &VerifyRequest) -> Result<Verdict> {
         },
     };
     let ids = [candidates[0].utt_id.clone(), candidates[1].utt_id.clone()];
-    let work = sibling(&std::env::temp_dir().join(format!("verify-{}", std::process::id())), "work");
+    let work = sibling(
+        &std::env::temp_dir().join(format!("verify-{}", std::process::id())),
+        "work",
+    );
     let embedded = embed_candidates(&options, candidates, &work)?;
     if let Some(r) = embedded.rejects.first() {
         return Err(Error::Config(format!("{}: {}", r.path, r.reason)));
@@ -127,7 +130,11 @@ pub fn run(req: &VerifyRequest) -> Result<Verdict> {
             "the calibration was measured {} mean subtraction, this model file {} a mean: \
              the decision may be off",
             if c.mean_subtracted { "with" } else { "without" },
-            if application.is_some() { "records" } else { "has no" }
+            if application.is_some() {
+                "records"
+            } else {
+                "has no"
+            }
         );
     }
     Ok(decide(
@@ -140,7 +147,11 @@ pub fn run(req: &VerifyRequest) -> Result<Verdict> {
 
 /// `eval-sv`'s preprocessing with the model's training-set mean (none for checkpoints
 /// without one, with a warning).
-pub fn preprocess(application: Option<&Application>, length_norm: bool, model: &Path) -> Preprocess {
+pub fn preprocess(
+    application: Option<&Application>,
+    length_norm: bool,
+    model: &Path,
+) -> Preprocess {
     match application {
         Some(a) => a.mean.preprocess(length_norm),
         None => {
@@ -190,10 +201,7 @@ fn decide(
                 ),
             )
         }
-        (None, None) => (
-            None,
-            "no --calibration or --threshold given".to_owned(),
-        ),
+        (None, None) => (None, "no --calibration or --threshold given".to_owned()),
     };
     Verdict {
         a,
@@ -253,7 +261,13 @@ mod tests {
         // A target prior of 0.1 asks for more evidence: LLR above ln 9.
         let mut rare = calibration();
         rare.llr.prior = 0.1;
-        assert_eq!(decide(0.6, Some(&rare), None, names()).same_speaker, Some(false));
-        assert_eq!(decide(0.7, Some(&rare), None, names()).same_speaker, Some(true));
+        assert_eq!(
+            decide(0.6, Some(&rare), None, names()).same_speaker,
+            Some(false)
+        );
+        assert_eq!(
+            decide(0.7, Some(&rare), None, names()).same_speaker,
+            Some(true)
+        );
     }
 }

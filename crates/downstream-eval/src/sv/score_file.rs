@@ -125,7 +125,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("scores.txt");
         let list = trials();
-        assert_eq!(to_text(&list, &[0.5, -0.25]), "a/1 a/2 0.5\na/1 b/1 -0.25\n");
+        assert_eq!(
+            to_text(&list, &[0.5, -0.25]),
+            "a/1 a/2 0.5\na/1 b/1 -0.25\n"
+        );
         std::fs::write(&path, "a/1.wav b/1.wav -0.25\n\na/1 a/2 0.5\nx y 1\n").unwrap();
         assert_eq!(read(&path, &list).unwrap(), vec![0.5, -0.25]);
         assert_eq!(utterance_count(&list), 3);
@@ -137,10 +140,17 @@ mod tests {
         let path = dir.path().join("scores.txt");
         std::fs::write(&path, "a/1 a/2 0.5\n").unwrap();
         let err = read(&path, &trials()).unwrap_err().to_string();
-        assert!(err.contains("scores.txt") && err.contains("no score for 1 of the 2 trials, e.g. a/1 b/1"), "{err}");
+        assert!(
+            err.contains("scores.txt")
+                && err.contains("no score for 1 of the 2 trials, e.g. a/1 b/1"),
+            "{err}"
+        );
         std::fs::write(&path, "a/1 a/2 high\n").unwrap();
         let err = read(&path, &trials()).unwrap_err().to_string();
-        assert!(err.contains("line 1: score \"high\" is not a number"), "{err}");
+        assert!(
+            err.contains("line 1: score \"high\" is not a number"),
+            "{err}"
+        );
         std::fs::write(&path, "a/1 a/2 0.5\na/1 a/2 0.7\n").unwrap();
         let err = read(&path, &trials()).unwrap_err().to_string();
         assert!(err.contains("scored twice"), "{err}");
