@@ -715,14 +715,16 @@ fn absolute_in(root: &Path, path: &str) -> PathBuf {
 mod tests {
     use super::*;
 
-    /// The fixture pipeline planned into `run`, with its corpus at `/corpus`.
-    fn fixture_plan(run: &Path) -> Vec<Stage> {
+    /// The fixture pipeline planned into `run`, with its corpus (a trial list alone) at
+    /// `corpus`.
+    fn fixture_plan(corpus: &Path, run: &Path) -> Vec<Stage> {
         let path = crate::workspace::root().join("pipelines/fixture.toml");
         let file: PipelineFile = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        std::fs::write(corpus.join("trials.txt"), "").unwrap();
         let corpora = BTreeMap::from([(
             "fixture".to_owned(),
             ResolvedCorpus {
-                root: PathBuf::from("/corpus"),
+                root: corpus.to_path_buf(),
                 source: "test".into(),
             },
         )]);
@@ -731,7 +733,8 @@ mod tests {
 
     #[test]
     fn seed_device_vad_and_downmix_come_from_the_runner_once() {
-        let stages = fixture_plan(Path::new("/run"));
+        let corpus = tempfile::tempdir().unwrap();
+        let stages = fixture_plan(corpus.path(), Path::new("/run"));
         let stage = |name: &str| stages.iter().find(|s| s.name == name).unwrap();
         for name in ["pretrain", "finetune-r1", "cluster-r1"] {
             let config = stage(name).config.as_ref().unwrap();
