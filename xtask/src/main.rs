@@ -48,6 +48,10 @@ enum Task {
         corpora: Vec<(String, PathBuf)>,
         #[arg(long)]
         run_dir: Option<PathBuf>,
+        /// Pseudo-label rounds to show [default: the pipeline's, or more when the run folder
+        /// holds the stages of more (a run with --rounds N)].
+        #[arg(long)]
+        rounds: Option<usize>,
     },
     /// A one-node Slurm cluster on this machine (127.0.0.1 only) for the Slurm executor.
     SlurmLocal {
@@ -179,7 +183,8 @@ fn main() -> anyhow::Result<()> {
             name,
             corpora,
             run_dir,
-        } => pipeline::status(&name, run_dir, &corpora.into_iter().collect())?,
+            rounds,
+        } => pipeline::status(&name, run_dir, rounds, &corpora.into_iter().collect())?,
         Task::SlurmLocal { action } => match action {
             SlurmAction::Start => slurm_local::start()?,
             SlurmAction::Stop => slurm_local::stop()?,

@@ -14,6 +14,12 @@ pub enum ManifestError {
         path: PathBuf,
         source: parquet::errors::ParquetError,
     },
+    /// Writing failed (a full disk, a lost mount): the file is not the problem.
+    #[error("{path}: writing Parquet failed: {source}")]
+    ParquetWrite {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
     #[error("{path}: {source}")]
     Arrow {
         path: PathBuf,
@@ -43,3 +49,23 @@ impl From<stage_kit::FileError> for ManifestError {
 }
 
 pub type Result<T> = std::result::Result<T, ManifestError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_is_not_reported_as_an_unreadable_file() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let err = ManifestError::ParquetWrite {
+            path: "out/utterances.parquet".into(),
+            source: parquet::errors::ParquetError::External(Box::new(full)),
+        }
+        .to_string();
+        assert!(
+            err.starts_with("out/utterances.parquet: writing Parquet failed: ")
+                && !err.contains("not a readable"),
+            "{err}"
+        );
+    }
+}

@@ -75,7 +75,7 @@ pub fn write(
             path: path.to_path_buf(),
             source,
         })?;
-        let parquet_err = |source| ManifestError::Parquet {
+        let parquet_err = |source| ManifestError::ParquetWrite {
             path: path.to_path_buf(),
             source,
         };

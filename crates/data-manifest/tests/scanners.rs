@@ -648,4 +648,43 @@ fn sphere_files_are_probed_and_two_channel_calls_become_one_utterance_per_side()
     let path = d.join("utterances.parquet");
     outcome.manifest.write(&path).unwrap();
     assert_eq!(UtteranceManifest::read(&path).unwrap(), outcome.manifest);
+#[test]
+fn unreadable_entries_are_rejects_and_duplicates_are_resolved_after_probing() {
+    let dir = common::wav_tree(&["spk1/x.wav", "spk1/y.wav"]);
+    let d = dir.path();
+    // An empty x.flac sorts before the good x.wav of the same utterance id.
+    std::fs::write(d.join("spk1/x.flac"), b"").unwrap();
+    // A symbolic-link loop and a dangling link.
+    std::os::unix::fs::symlink(d, d.join("spk1/loop")).unwrap();
+    std::os::unix::fs::symlink(d.join("gone.wav"), d.join("spk1/dangling.wav")).unwrap();
+    // A file name that is not UTF-8 (no manifest can name it).
+    let latin1 = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"z\xe9.wav");
+    std::fs::copy(d.join("spk1/y.wav"), d.join("spk1").join(latin1)).unwrap();
+    let o = run(
+        Layout::Generic(GenericOptions {
+            speaker_component: Some(0),
+            session_component: None,
+            regex: None,
+            split: "train".into(),
+        }),
+        d,
+    );
+    assert_eq!(ids(&o.manifest), ["spk1/x", "spk1/y"]);
+    assert_eq!(find(&o.manifest, "spk1/x").path, "spk1/x.wav");
+    let reasons = rejects(&o);
+    let reason = |path: &str| {
+        reasons
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, r)| *r)
+            .unwrap_or_else(|| panic!("no reject for {path} in {reasons:?}"))
+    };
+    assert!(reason("spk1/x.flac").starts_with("empty"), "{reasons:?}");
+    assert!(reason("spk1/loop").starts_with("unreadable: "), "{reasons:?}");
+    assert!(reason("spk1/dangling.wav").starts_with("unreadable: "), "{reasons:?}");
+    assert!(
+        reason("spk1/z\u{fffd}.wav").contains("not valid UTF-8"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
 }

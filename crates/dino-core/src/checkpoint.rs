@@ -229,7 +229,8 @@ pub fn var_tensors(vars: &impl VarSource, prefix: &str) -> Vec<(String, Tensor)>
 }
 
 /// Copies the tensors named `prefix + <variable>` into the variables of `vars`; every
-/// variable must be present with its shape.
+/// variable must be present with its shape and hold finite values (a checkpoint of a run
+/// that diverged is refused here, naming the tensor, rather than training or embedding NaN).
 pub fn restore_vars(
     vars: &impl VarSource,
     tensors: &HashMap<String, Tensor>,
@@ -249,6 +250,13 @@ pub fn restore_vars(
                     source.size(),
                     var.size()
                 ),
+            ));
+        }
+        let finite = source.isfinite().all();
+        if !bool::try_from(&finite).map_err(Error::torch("checking a checkpoint tensor"))? {
+            return Err(Error::checkpoint(
+                path,
+                format!("tensor {key} holds NaN or infinite values (written by a run that diverged?)"),
             ));
         }
         tch::no_grad(|| var.copy_(source));
@@ -366,5 +374,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tensor teacher.w is missing"), "{err}");
+    }
+
+    #[test]
+    fn restoring_nan_weights_names_the_checkpoint_and_tensor() {
+        let vs = VarStore::new(Device::Cpu);
+        let _ = vs.root().zeros("w", &[3]);
+        let bad = Tensor::from_slice(&[0.0f32, f32::NAN, 1.0]);
+        let tensors = HashMap::from([("student.w".to_owned(), bad)]);
+        let err = restore_vars(&vs, &tensors, "student.", Path::new("ckpt/step-7.safetensors"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ckpt/step-7.safetensors: tensor student.w holds NaN"),
+            "{err}"
+        );
     }
 }

@@ -25,6 +25,25 @@ pub struct CropConfig {
     pub local_seconds: f64,
 }
 
+impl CropConfig {
+    /// Why these crops cannot be cut, if they cannot: no global view, or a view of 0 s or
+    /// of a length that is not a number (the message names the key).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.global_crops == 0 {
+            return Err("global_crops = 0: the teacher needs at least one global view".into());
+        }
+        for (key, count, seconds) in [
+            ("global_seconds", self.global_crops, self.global_seconds),
+            ("local_seconds", self.local_crops, self.local_seconds),
+        ] {
+            if count > 0 && !(seconds.is_finite() && seconds > 0.0) {
+                return Err(format!("{key} = {seconds}: must be a finite number of seconds > 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for CropConfig {
     fn default() -> Self {
         CropConfig {

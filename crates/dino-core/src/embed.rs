@@ -34,6 +34,8 @@ pub struct EmbedConfig {
     /// Audio per batch.
     pub max_batch_seconds: f64,
     pub workers: usize,
+    /// Fail when more than this share of the manifest's utterances is not in the cache.
+    pub max_missing_fraction: f64,
 }
 
 impl Default for EmbedConfig {
@@ -44,6 +46,26 @@ impl Default for EmbedConfig {
             length_tolerance: 0.02,
             max_batch_seconds: 300.0,
             workers: 2,
+            max_missing_fraction: 0.05,
+        }
+    }
+}
+
+impl EmbedConfig {
+    /// Refuses values that cannot embed, naming the key (`[embed] max_batch_seconds = 0: ...`).
+    pub fn check(&self) -> Result<()> {
+        let chunk = self.chunk_seconds.unwrap_or(1.0);
+        let checks = [
+            ("chunk_seconds", chunk, chunk.is_finite() && chunk > 0.0, "a finite number of seconds > 0"),
+            ("length_tolerance", self.length_tolerance, (0.0..1.0).contains(&self.length_tolerance), "in [0, 1)"),
+            ("max_batch_seconds", self.max_batch_seconds, self.max_batch_seconds.is_finite() && self.max_batch_seconds > 0.0, "a finite number of seconds > 0"),
+            ("max_missing_fraction", self.max_missing_fraction, (0.0..=1.0).contains(&self.max_missing_fraction), "in [0, 1]"),
+        ];
+        match checks.into_iter().find(|(_, _, ok, _)| !ok) {
+            Some((key, value, _, want)) => Err(Error::Config(format!(
+                "[embed] {key} = {value}: must be {want}"
+            ))),
+            None => Ok(()),
         }
     }
 }
@@ -81,11 +103,22 @@ pub fn run(
     config: &EmbedConfig,
 ) -> Result<EmbedReport> {
     let started = Instant::now();
+    config.check()?;
     let device = crate::device::resolve(&config.device)?;
     let model = TrainedModel::load(checkpoint_path, device)?;
     let (encoder, spec) = (&model.encoder, &model.spec);
     let features = model.features(device)?;
     let cache = Arc::new(AudioCache::open(audio_cache)?);
+    if features.sample_rate() != cache.sample_rate() {
+        return Err(Error::Input(format!(
+            "{} holds audio at {} Hz but the model of {} computes its features at {} Hz",
+            audio_cache.display(),
+            cache.sample_rate(),
+            checkpoint_path.display(),
+            features.sample_rate()
+        )));
+    }
+    let manifest_path = manifest;
     let manifest = UtteranceManifest::read(manifest)?;
     let mut utt_ids = Vec::new();
     let mut indices = Vec::new();
@@ -99,6 +132,18 @@ pub fn run(
         }
     }
     let missing = manifest.utterances.len() - utt_ids.len();
+    let missing_fraction = missing as f64 / manifest.utterances.len().max(1) as f64;
+    if utt_ids.is_empty() || missing_fraction > config.max_missing_fraction {
+        return Err(Error::Input(format!(
+            "{missing} of the {} utterance(s) of {} are not in {} ({:.1} %, above \
+             max_missing_fraction {}): another manifest's cache?",
+            manifest.utterances.len(),
+            manifest_path.display(),
+            audio_cache.display(),
+            100.0 * missing_fraction,
+            config.max_missing_fraction
+        )));
+    }
     if missing > 0 {
         tracing::warn!(
             "{missing} utterance(s) of the manifest are not in {} and get no embedding",
@@ -141,7 +186,10 @@ pub fn run(
     );
     let mut encode_seconds = 0.0;
     for (batch, audio) in batches.iter().zip(loader) {
-        let audio = audio?;
+        let audio = audio.map_err(|failed| {
+            let owners = batch.iter().map(|s| utt_ids[s.owner].as_str());
+            Error::loader(failed, owners)
+        })??;
         let encode_started = Instant::now();
         let embeddings =
             tch::no_grad(|| encoder.forward_t(&features.forward(&audio, batch.len()), false))
@@ -171,7 +219,8 @@ pub fn run(
         vectors: sums,
         description: description.to_string(),
     };
-    embeddings.check_finite(out)?;
+    // Finite weights can still give NaN (an overflow in fp16): the model is to blame.
+    embeddings.check_finite(checkpoint_path)?;
     embeddings.write(out)?;
     let wall_seconds = started.elapsed().as_secs_f64();
     Ok(EmbedReport {

@@ -24,6 +24,15 @@ pub enum Error {
     /// Joining the process group or a collective failed (a rank died, hung or never came).
     #[error("data-parallel training: {0}")]
     Distributed(String),
+    /// Inputs that do not fit together or cannot be used (the message names the files).
+    #[error("bad input: {0}")]
+    Input(String),
+    /// A loader job that panicked, with the utterances it was reading.
+    #[error("reading {utterances}: {source}")]
+    Loader {
+        utterances: String,
+        source: crate::prefetch::JobPanicked,
+    },
 }
 
 impl Error {
@@ -31,6 +40,21 @@ impl Error {
         Error::Checkpoint {
             path: path.into(),
             message: message.into(),
+        }
+    }
+
+    /// A panicked loader job over the utterances `utt_ids` (the first few are named).
+    pub fn loader<'a>(
+        source: crate::prefetch::JobPanicked,
+        utt_ids: impl ExactSizeIterator<Item = &'a str>,
+    ) -> Self {
+        let count = utt_ids.len();
+        let mut named: Vec<&str> = utt_ids.take(5).collect();
+        named.dedup();
+        let more = if count > named.len() { ", ..." } else { "" };
+        Error::Loader {
+            utterances: format!("{count} crop(s) of {}{more}", named.join(", ")),
+            source,
         }
     }
 

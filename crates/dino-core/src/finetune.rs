@@ -50,6 +50,31 @@ pub struct FinetuneConfig {
     pub keep_checkpoints: usize,
 }
 
+impl FinetuneConfig {
+    /// The one global view of `crop_seconds` the classifier trains on.
+    fn crops(&self) -> CropConfig {
+        CropConfig {
+            global_crops: 1,
+            global_seconds: self.crop_seconds,
+            local_crops: 0,
+            local_seconds: 0.0,
+        }
+    }
+
+    /// Refuses values that cannot train, naming the key (`[finetune] crop_seconds = 0: ...`).
+    pub fn check(&self) -> Result<()> {
+        let sizes = (self.epochs, self.batch_size);
+        let seconds = self.crop_seconds;
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return Err(Error::Config(format!(
+                "[finetune] crop_seconds = {seconds}: must be a finite number of seconds > 0"
+            )));
+        }
+        let crops = self.crops();
+        training::check_common("finetune", sizes, &crops, &self.optim, &self.augment)
+    }
+}
+
 impl Default for FinetuneConfig {
     fn default() -> Self {
         FinetuneConfig {
@@ -110,6 +135,7 @@ pub fn run(
     stop_after: Option<usize>,
 ) -> Result<Option<FinetuneReport>> {
     let started = Instant::now();
+    config.check()?;
     let device = distributed::device(&config.device)?;
     let group = distributed::world(device)?;
     let init = checkpoint::load(&paths.init)?;
@@ -121,12 +147,7 @@ pub fn run(
         .iter()
         .map(|&i| (i, labels[&cache.entries()[i].utt_id]))
         .collect();
-    let crops = CropConfig {
-        global_crops: 1,
-        global_seconds: config.crop_seconds,
-        local_crops: 0,
-        local_seconds: 0.0,
-    };
+    let crops = config.crops();
     let features = FeaturePipeline::new(&spec.features, device)?;
     let sampler = training::crop_sampler(
         cache,

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use dino_core::apply::cli::ApplyCommand;
 use dino_core::embed::{self, EmbedConfig};
 use dino_core::encoder::{Encoder, EncoderConfig, parameter_count};
@@ -73,10 +73,27 @@ struct ParallelArgs {
 /// The option the launcher removes from its ranks' arguments.
 const NPROC_OPTION: &str = "--nproc-per-node";
 
+/// The configurations `check-config` knows, by the subcommand that reads them.
+#[derive(Clone, Copy, ValueEnum)]
+enum ConfigKind {
+    Pretrain,
+    Finetune,
+    Embed,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Print the libtorch version, thread counts, and CUDA availability with device names.
     Doctor,
+    /// Check a configuration file without running anything: unknown or ill-typed keys and
+    /// values that cannot work are errors naming the key (the pipeline runner calls this
+    /// when it plans).
+    CheckConfig {
+        /// The subcommand the configuration is for.
+        kind: ConfigKind,
+        /// The TOML file.
+        config: PathBuf,
+    },
     /// Print the parameter count of each encoder preset (or of a configuration file's encoder).
     Describe {
         /// A pretraining configuration whose `model.encoder` to describe.
@@ -133,6 +150,14 @@ fn main() -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Command::Doctor => print!("{}", RuntimeReport::collect()),
+        Command::CheckConfig { kind, config } => {
+            let path = Some(config.as_path());
+            match kind {
+                ConfigKind::Pretrain => stage_kit::config::read_or_default::<PretrainConfig>(path)?.check()?,
+                ConfigKind::Finetune => stage_kit::config::read_or_default::<FinetuneConfig>(path)?.check()?,
+                ConfigKind::Embed => stage_kit::config::read_or_default::<EmbedConfig>(path)?.check()?,
+            }
+        }
         Command::Describe { config } => describe(config.as_deref())?,
         Command::Apply(command) => dino_core::apply::cli::run(command)?,
         Command::Pretrain { manifest, run } => {

@@ -1,17 +1,31 @@
 //! Background preparation of batches: worker threads run a job function over a fixed list of
 //! jobs, at most `depth` jobs ahead of the consumer, and the consumer receives the results in
 //! job order (so training is deterministic whatever the thread timing). The time the consumer
-//! spends waiting is measured, to report the data-wait share of a step.
+//! spends waiting is measured, to report the data-wait share of a step. A job that panics
+//! is delivered as a [`JobPanicked`] in its place, so the consumer ends with the panic's
+//! message instead of waiting forever for a result that will never come.
 
 use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// A job whose function panicked: its index and the panic's message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("loader job {job} panicked: {message}")]
+pub struct JobPanicked {
+    pub job: usize,
+    pub message: String,
+}
+
+/// The result of one job: its value, or the panic that ended it.
+pub type JobResult<T> = std::result::Result<T, JobPanicked>;
+
 struct Shared<T> {
     /// Finished results by job index, and the index the consumer wants next.
-    state: Mutex<(BTreeMap<usize, T>, usize)>,
+    state: Mutex<(BTreeMap<usize, JobResult<T>>, usize)>,
     ready: Condvar,
     room: Condvar,
     next_job: AtomicUsize,
@@ -83,7 +97,10 @@ fn worker<T>(
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
-        let result = run(job);
+        let result = catch_unwind(AssertUnwindSafe(|| run(job))).map_err(|payload| JobPanicked {
+            job,
+            message: panic_message(payload.as_ref()),
+        });
         shared
             .state
             .lock()
@@ -94,10 +111,19 @@ fn worker<T>(
     }
 }
 
-impl<T> Iterator for Prefetcher<T> {
-    type Item = T;
+/// The text a panic was raised with (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
 
-    fn next(&mut self) -> Option<T> {
+impl<T> Iterator for Prefetcher<T> {
+    type Item = JobResult<T>;
+
+    fn next(&mut self) -> Option<JobResult<T>> {
         if self.delivered == self.jobs {
             return None;
         }
@@ -138,7 +164,8 @@ mod tests {
             std::thread::sleep(Duration::from_micros(((job * 7919) % 13) as u64 * 100));
             job * job
         })
-        .collect();
+        .collect::<Result<_, _>>()
+        .unwrap();
         assert_eq!(results, (0..50).map(|j| j * j).collect::<Vec<_>>());
     }
 
@@ -150,7 +177,7 @@ mod tests {
             counter.fetch_add(1, Ordering::SeqCst);
             job
         });
-        assert_eq!(prefetcher.next(), Some(0));
+        assert_eq!(prefetcher.next(), Some(Ok(0)));
         std::thread::sleep(Duration::from_millis(50));
         // Consumer is at job 1: workers may have taken jobs up to 1 + depth (+1 each waiting).
         assert!(
@@ -160,5 +187,31 @@ mod tests {
         );
         drop(prefetcher);
         assert!(started.load(Ordering::SeqCst) < 20);
+    }
+
+    #[test]
+    fn a_panicking_job_is_delivered_as_an_error_in_its_place() {
+        // Guarded by a timeout: before, next() waited forever for the panicked job.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let results: Vec<JobResult<usize>> = Prefetcher::start(8, 3, 2, |job| {
+                assert!(job != 5, "bad input in job {job}");
+                job
+            })
+            .take(6)
+            .collect();
+            sender.send(results).unwrap();
+        });
+        let results = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the consumer hung on a panicked job");
+        assert_eq!(results[..5], [Ok(0), Ok(1), Ok(2), Ok(3), Ok(4)]);
+        assert_eq!(
+            results[5],
+            Err(JobPanicked {
+                job: 5,
+                message: "bad input in job 5".into()
+            })
+        );
     }
 }

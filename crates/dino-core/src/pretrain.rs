@@ -91,6 +91,21 @@ impl Default for PretrainConfig {
     }
 }
 
+impl PretrainConfig {
+    /// Refuses values that cannot train, naming the key (`[pretrain.optim] lr = -1: ...`).
+    pub fn check(&self) -> Result<()> {
+        let sizes = (self.epochs, self.batch_size);
+        training::check_common("pretrain", sizes, &self.crops, &self.optim, &self.augment)?;
+        let (start, end) = self.teacher_momentum;
+        if !((0.0..=1.0).contains(&start) && (0.0..=1.0).contains(&end)) {
+            return Err(Error::Config(format!(
+                "[pretrain] teacher_momentum = ({start}, {end}): both must be in [0, 1]"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Inputs and outputs of a run.
 #[derive(Debug, Clone)]
 pub struct PretrainPaths {
@@ -132,6 +147,7 @@ pub fn run(
     stop: StopAt,
 ) -> Result<Option<PretrainReport>> {
     let started = Instant::now();
+    config.check()?;
     let device = distributed::device(&config.device)?;
     let group = distributed::world(device)?;
     let cache = AudioCache::open(&paths.audio_cache)?;

@@ -40,6 +40,28 @@ pub trait Task {
     fn replicated(&self) -> &Replicated;
 }
 
+/// The checks both trainings share, on the keys of section `section` (`pretrain` or
+/// `finetune`): epochs and batch size of at least 1, crops that can be cut, optimiser and
+/// augmentation options that can train. The error names the section and the key.
+pub fn check_common(
+    section: &str,
+    (epochs, batch_size): (usize, usize),
+    crops: &CropConfig,
+    optim: &crate::optim::OptimConfig,
+    augment: &AugmentConfig,
+) -> Result<()> {
+    let at = |sub: &str, message: String| Error::Config(format!("[{section}{sub}] {message}"));
+    if epochs == 0 {
+        return Err(at("", "epochs = 0: must be at least 1".into()));
+    }
+    if batch_size == 0 {
+        return Err(at("", "batch_size = 0: must be at least 1".into()));
+    }
+    crops.check().map_err(|m| at("", m))?;
+    optim.check().map_err(|m| at(".optim", m))?;
+    augment.check().map_err(|m| at(".augment", m))
+}
+
 /// Shape of a run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -188,16 +210,20 @@ pub fn run(
                 (from..from + local).map(|p| (p, order[p])).collect()
             })
             .collect();
-        let loader_sampler = sampler.clone();
-        let job_count = jobs.len();
-        let mut loader = Prefetcher::start(job_count, plan.workers, plan.prefetch, move |j| {
-            loader_sampler.batch(epoch, &jobs[j])
+        let (loader_sampler, loader_jobs) = (sampler.clone(), Arc::new(jobs));
+        let jobs = loader_jobs.clone();
+        let mut loader = Prefetcher::start(jobs.len(), plan.workers, plan.prefetch, move |j| {
+            loader_sampler.batch(epoch, &loader_jobs[j])
         });
         let mut step_started = Instant::now();
         let mut waited_before = loader.waited();
         while let Some(crops) = loader.next() {
             let wait = (loader.waited() - waited_before).as_secs_f64();
-            let crops = crops?;
+            let entries = sampler.cache().entries();
+            let crops = crops.map_err(|failed| {
+                let items = &jobs[failed.job];
+                Error::loader(failed, items.iter().map(|&(_, i)| entries[i].utt_id.as_str()))
+            })??;
             let count = crops.count();
             task.replicated().broadcast_buffers()?;
             let mut record = task.step(outcome.step, epoch, crops)?;
@@ -313,6 +339,17 @@ pub fn crop_sampler(
             "fbank sample_rate {} differs from the audio cache's {}",
             features.sample_rate(),
             cache.sample_rate()
+        )));
+    }
+    let rate = f64::from(cache.sample_rate());
+    let longest = cache.entries().iter().map(|e| e.length).max().unwrap_or(0);
+    let longest_crop = crops.global_seconds.max(crops.local_seconds);
+    if longest_crop * rate > longest as f64 {
+        return Err(Error::Input(format!(
+            "crops of {longest_crop} s are longer than every utterance of {} (the longest has \
+             {:.2} s): shorten the crops",
+            cache.path().display(),
+            longest as f64 / rate
         )));
     }
     let augmenter = open_augmenter(noise, rirs, augment)?;

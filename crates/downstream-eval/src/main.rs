@@ -86,6 +86,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Check a configuration file without running anything: unknown or ill-typed keys and
+    /// values that cannot work are errors naming the key (the pipeline runner calls this
+    /// when it plans).
+    CheckConfig {
+        /// The subcommand the configuration is for.
+        #[arg(value_parser = ["sv", "emotion"])]
+        kind: String,
+        /// The TOML file.
+        config: PathBuf,
+    },
     /// Baseline embeddings without learning: per-bin mean and std of fbank frames.
     #[command(group(ArgGroup::new("source").required(true).args(["fbank_cache", "audio_cache", "decode"])))]
     Baseline {
@@ -120,6 +130,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     stage_kit::logging::init(cli.log_json.as_deref())?;
     match cli.command {
+        Command::CheckConfig { kind, config } => {
+            let path = Some(config.as_path());
+            if kind == "sv" {
+                stage_kit::config::read_or_default::<SvConfig>(path)?;
+            } else {
+                let config: EmotionConfig = stage_kit::config::read_or_default(path)?;
+                config.check().map_err(anyhow::Error::msg)?;
+            }
+        }
         Command::Sv {
             embeddings,
             scores,

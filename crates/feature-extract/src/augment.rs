@@ -96,6 +96,57 @@ impl Default for AugmentConfig {
     }
 }
 
+impl AugmentConfig {
+    /// Why these options cannot augment, if they cannot: probabilities outside [0, 1], empty
+    /// source or SNR ranges, weights that are negative or not finite, or a probability above
+    /// zero whose categories all weigh zero (nothing could be drawn).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        for (what, p) in [("noise_prob", self.noise_prob), ("rir_prob", self.rir_prob)] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("{what} {p} outside [0, 1]"));
+            }
+        }
+        for c in &self.noise {
+            let snr_ok = c.min_snr_db.is_finite() && c.max_snr_db.is_finite();
+            if c.min_sources == 0
+                || c.min_sources > c.max_sources
+                || !snr_ok
+                || c.min_snr_db > c.max_snr_db
+            {
+                return Err(format!(
+                    "noise category {:?}: empty source or SNR range",
+                    c.group
+                ));
+            }
+        }
+        let noise = self.noise.iter().map(|c| (c.group.as_str(), c.weight));
+        let rir = self.rir.iter().map(|c| (c.group.as_str(), c.weight));
+        check_weights("noise", self.noise_prob, noise)?;
+        check_weights("rir", self.rir_prob, rir)
+    }
+}
+
+/// Weights of one kind of category: finite, not negative, and not all zero when `prob` > 0.
+fn check_weights<'a>(
+    kind: &str,
+    prob: f64,
+    weights: impl Iterator<Item = (&'a str, f64)>,
+) -> std::result::Result<(), String> {
+    let mut total = 0.0;
+    for (group, weight) in weights {
+        if !weight.is_finite() || weight < 0.0 {
+            return Err(format!("{kind} category {group:?}: weight {weight} is not a finite number >= 0"));
+        }
+        total += weight;
+    }
+    if prob > 0.0 && total <= 0.0 {
+        return Err(format!(
+            "{kind}_prob is {prob} but no {kind} category has a positive weight"
+        ));
+    }
+    Ok(())
+}
+
 /// What [`Augmenter::apply`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
@@ -144,25 +195,9 @@ impl Augmenter {
         config: &AugmentConfig,
     ) -> Result<Self> {
         let context = noise_cache.or(rir_cache).unwrap_or(Path::new("augment"));
-        for (what, p) in [
-            ("noise_prob", config.noise_prob),
-            ("rir_prob", config.rir_prob),
-        ] {
-            if !(0.0..=1.0).contains(&p) {
-                return Err(Error::invalid(
-                    context,
-                    format!("{what} {p} outside [0, 1]"),
-                ));
-            }
-        }
-        for c in &config.noise {
-            if c.min_sources == 0 || c.min_sources > c.max_sources || c.min_snr_db > c.max_snr_db {
-                return Err(Error::invalid(
-                    context,
-                    format!("noise category {:?}: empty source or SNR range", c.group),
-                ));
-            }
-        }
+        config
+            .check()
+            .map_err(|message| Error::invalid(context, message))?;
         let noise = noise_cache.map(AudioCache::open).transpose()?;
         let noise_members = match &noise {
             Some(cache) => members(cache, config.noise.iter().map(|c| (&c.group, c.weight)))?,
@@ -181,12 +216,27 @@ impl Augmenter {
                     .into_iter()
                     .map(|entries| {
                         let mut rirs = Vec::new();
-                        for i in entries {
+                        for &i in &entries {
                             let h: Vec<f32> =
                                 cache.read_all(i)?.iter().map(|&s| f32::from(s)).collect();
                             if let Some(rir) = Rir::new(&h) {
                                 rirs.push((i, rir));
                             }
+                        }
+                        Ok((entries.len(), rirs))
+                    })
+                    .collect::<Result<Vec<_>>>()?
+                    .into_iter()
+                    .zip(&config.rir)
+                    .map(|((entries, rirs), c)| {
+                        if rirs.is_empty() && c.weight > 0.0 && config.rir_prob > 0.0 {
+                            return Err(Error::invalid(
+                                path,
+                                format!(
+                                    "RIR category {:?}: all {entries} response(s) are zero",
+                                    c.group
+                                ),
+                            ));
                         }
                         Ok(rirs)
                     })
@@ -362,6 +412,34 @@ mod tests {
         assert_eq!(rir.direct, 2);
         assert_eq!(rir.taps, vec![-0.0, -0.05, 1.0, -0.25]);
         assert!(Rir::new(&[0.0; 4]).is_none());
+    }
+
+    #[test]
+    fn weights_that_cannot_be_drawn_are_refused() {
+        let zero = |mut c: AugmentConfig| {
+            c.noise.iter_mut().for_each(|n| n.weight = 0.0);
+            c
+        };
+        let err = zero(AugmentConfig::default()).check().unwrap_err();
+        assert!(err.contains("noise_prob is 0.7 but no noise category"), "{err}");
+        let off = AugmentConfig {
+            noise_prob: 0.0,
+            ..AugmentConfig::default()
+        };
+        assert!(zero(off).check().is_ok());
+        let mut nan = AugmentConfig::default();
+        nan.rir[1].weight = f64::NAN;
+        let err = nan.check().unwrap_err();
+        assert!(err.contains("\"mediumroom\": weight NaN"), "{err}");
+        let mut negative = AugmentConfig::default();
+        negative.noise[0].weight = -1.0;
+        assert!(negative.check().is_err());
+        // Open refuses them before touching any cache.
+        let err = Augmenter::open(None, None, &zero(AugmentConfig::default()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("no noise category has a positive weight"), "{err}");
     }
 
     #[test]

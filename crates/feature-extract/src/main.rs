@@ -1,12 +1,13 @@
 //! `feature-extract`: decode, resample, VAD, fbank and augmentation into HDF5 caches.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use data_manifest::UtteranceManifest;
 use feature_extract::Embeddings;
 use feature_extract::cache::{self, AudioCache, FbankCache, FbankDtype};
+use feature_extract::decode::Downmix;
 use feature_extract::prepare::{self, PrepareConfig, PrepareRequest};
 use stage_kit::Shard;
 
@@ -37,9 +38,14 @@ enum Command {
         /// Fbank cache to write.
         #[arg(long)]
         fbank_out: Option<PathBuf>,
-        /// Drop unvoiced frames (Kaldi energy VAD) before caching.
-        #[arg(long)]
-        vad: bool,
+        /// Drop unvoiced frames (Kaldi energy VAD) before caching: `--vad` or `--vad true` turns
+        /// it on, `--vad false` off, whatever the config says [default: the config's, off].
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        vad: Option<bool>,
+        /// How multi-channel files become mono: mean, or first (multi-microphone RIRs)
+        /// [default: the config's, mean].
+        #[arg(long, value_parser = parse_downmix)]
+        downmix: Option<Downmix>,
         /// Sample rate of the caches [default: the config's, 16000].
         #[arg(long)]
         sample_rate: Option<u32>,
@@ -66,6 +72,16 @@ enum Command {
         #[arg(long)]
         summary_json: Option<PathBuf>,
     },
+    /// Check a prepare configuration file without running anything: unknown or ill-typed
+    /// keys and values that cannot work are errors naming the key (the pipeline runner calls
+    /// this when it plans).
+    CheckConfig {
+        /// The subcommand the configuration is for (prepare).
+        #[arg(value_parser = ["prepare"])]
+        kind: String,
+        /// The TOML file.
+        config: PathBuf,
+    },
     /// Concatenate caches (the shards of a prepare run) into one.
     Merge {
         /// The merged cache.
@@ -85,6 +101,14 @@ enum Command {
     ShowEmbeddings { path: PathBuf },
 }
 
+fn parse_downmix(s: &str) -> Result<Downmix, String> {
+    match s {
+        "mean" => Ok(Downmix::Mean),
+        "first" => Ok(Downmix::First),
+        _ => Err(format!("{s:?}: expected mean or first")),
+    }
+}
+
 fn parse_dtype(s: &str) -> Result<FbankDtype, String> {
     match s {
         "f32" => Ok(FbankDtype::F32),
@@ -102,6 +126,7 @@ fn main() -> anyhow::Result<()> {
             audio_out,
             fbank_out,
             vad,
+            downmix,
             sample_rate,
             fbank_dtype,
             shard,
@@ -112,7 +137,8 @@ fn main() -> anyhow::Result<()> {
             summary_json,
         } => {
             let mut cfg: PrepareConfig = stage_kit::config::read_or_default(config.as_deref())?;
-            cfg.vad |= vad;
+            cfg.vad = vad.unwrap_or(cfg.vad);
+            cfg.downmix = downmix.unwrap_or(cfg.downmix);
             if let Some(rate) = sample_rate {
                 cfg.sample_rate = rate;
             }
@@ -152,21 +178,23 @@ fn main() -> anyhow::Result<()> {
             for r in summary.rejects.iter().take(20) {
                 tracing::warn!("rejected {}: {}", r.path, r.reason);
             }
-            if summary.reject_fraction() > max_reject_fraction {
-                bail!(
-                    "{} of {} utterances rejected ({:.1} %), above --max-reject-fraction {}",
-                    summary.rejected,
-                    summary.utterances,
-                    100.0 * summary.reject_fraction(),
-                    max_reject_fraction
-                );
-            }
+            let outputs: Vec<&Path> = [&request.audio_out, &request.fbank_out]
+                .into_iter()
+                .flatten()
+                .map(PathBuf::as_path)
+                .collect();
+            prepare::refuse_above_reject_bound(&summary, max_reject_fraction, &outputs)?;
+        }
+        Command::CheckConfig { config, .. } => {
+            stage_kit::config::read_or_default::<PrepareConfig>(Some(&config))?.check()?;
         }
         Command::Merge {
             output,
             manifest,
             inputs,
         } => {
+            let folder = output.parent().filter(|p| !p.as_os_str().is_empty());
+            stage_kit::atomic::remove_stale_partials(folder.unwrap_or(Path::new(".")))?;
             match manifest {
                 Some(manifest) => {
                     let ids: Vec<String> = UtteranceManifest::read(&manifest)?

@@ -63,6 +63,20 @@ impl Default for PrepareConfig {
 }
 
 impl PrepareConfig {
+    /// Refuses values that cannot work, naming the key: a 0 Hz rate, parts of 0 utterances,
+    /// filterbank options the fbank refuses.
+    pub fn check(&self) -> Result<()> {
+        if self.sample_rate == 0 {
+            return Err(Error::Options("[prepare] sample_rate = 0: must be at least 1 Hz".into()));
+        }
+        if self.part_size == 0 {
+            return Err(Error::Options("[prepare] part_size = 0: must be at least 1".into()));
+        }
+        Fbank::new(&self.clone().resolved().fbank)
+            .map(drop)
+            .map_err(|e| Error::Options(format!("[prepare.fbank] {e}")))
+    }
+
     /// The config as it is applied: the fbank runs at the cache's sample rate.
     pub fn resolved(mut self) -> Self {
         self.fbank.sample_rate = self.sample_rate;
@@ -146,6 +160,7 @@ enum Processed {
 /// Runs `prepare` (see the module documentation).
 pub fn prepare(req: &PrepareRequest) -> Result<PrepareSummary> {
     let started = Instant::now();
+    req.config.check()?;
     let config = req.config.clone().resolved();
     let outputs: Vec<&Path> = [&req.audio_out, &req.fbank_out]
         .into_iter()
@@ -168,6 +183,10 @@ pub fn prepare(req: &PrepareRequest) -> Result<PrepareSummary> {
         .map(|(_, u)| u)
         .collect();
     let parts_dir = parts_dir(first_output);
+    for dir in outputs.iter().filter_map(|p| p.parent()).chain([parts_dir.as_path()]) {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        stage_kit::atomic::remove_stale_partials(dir)?;
+    }
     let config_json = serde_json::to_string(&config).expect("config serialises");
     check_or_start_parts(&parts_dir, &req.manifest, req.shard, &config_json)?;
 
@@ -295,6 +314,35 @@ fn to_rejects(rejects: &[CacheReject]) -> Vec<Reject> {
         .collect()
 }
 
+/// Fails when more than `max_fraction` of the utterances were rejected, removing the caches
+/// `outputs` first: a run that failed its bound leaves nothing under the final names that a
+/// later stage could take for a good cache.
+pub fn refuse_above_reject_bound(
+    summary: &PrepareSummary,
+    max_fraction: f64,
+    outputs: &[&Path],
+) -> Result<()> {
+    if summary.reject_fraction() <= max_fraction {
+        return Ok(());
+    }
+    for out in outputs {
+        std::fs::remove_file(out).map_err(|source| Error::Io {
+            path: out.to_path_buf(),
+            source,
+        })?;
+    }
+    Err(Error::invalid(
+        &summary.manifest,
+        format!(
+            "{} of {} utterances rejected ({:.1} %), above --max-reject-fraction {}; no cache written",
+            summary.rejected,
+            summary.utterances,
+            100.0 * summary.reject_fraction(),
+            max_fraction
+        ),
+    ))
+}
+
 /// Writes the rejects of a run as `rejects.parquet`.
 pub fn write_rejects(summary: &PrepareSummary, path: &Path) -> Result<()> {
     RejectList {
@@ -330,7 +378,15 @@ fn process(
         input_samples,
     };
     let path = manifest.audio_path(u);
-    let samples = match decode::load_channel(&path, config.sample_rate, config.downmix, u.channel) {
+    let decoded = match decode::decode_channel(&path, config.downmix, u.channel) {
+        Ok(a) => a,
+        Err(e) => return reject(e.to_string(), 0),
+    };
+    if let Err(reason) = check_length(u, decoded.samples.len(), decoded.sample_rate) {
+        return reject(reason, decoded.samples.len());
+    }
+    let samples = match decode::resample(&decoded.samples, decoded.sample_rate, config.sample_rate)
+    {
         Ok(s) => s,
         Err(e) => return reject(e.to_string(), 0),
     };
@@ -367,6 +423,42 @@ fn process(
         fbank: feats,
         input_samples,
     }
+}
+
+/// How far the decoded length may be from the manifest's `num_samples`: the larger of this
+/// share of the length and [`LENGTH_TOLERANCE_SECONDS`] (encoder delay and padding of lossy
+/// codecs stay well inside; a decoder that skipped corrupt frames does not).
+pub const LENGTH_TOLERANCE_SHARE: f64 = 0.005;
+/// The smallest length difference tolerated, in seconds (see [`LENGTH_TOLERANCE_SHARE`]).
+pub const LENGTH_TOLERANCE_SECONDS: f64 = 0.05;
+
+/// Why the decoded audio (`decoded` samples per channel at `rate`) does not match what the
+/// manifest says of `u`, if it does not: an empty entry, another rate, or a length off by
+/// more than the tolerance.
+fn check_length(u: &Utterance, decoded: usize, rate: u32) -> std::result::Result<(), String> {
+    if u.num_samples == 0 {
+        return Err("the manifest gives num_samples = 0".into());
+    }
+    if u.sample_rate != rate {
+        return Err(format!(
+            "decoded at {rate} Hz, the manifest says {} Hz",
+            u.sample_rate
+        ));
+    }
+    let expected = u.num_samples as f64;
+    let allowed = (expected * LENGTH_TOLERANCE_SHARE).max(LENGTH_TOLERANCE_SECONDS * f64::from(rate));
+    let off = decoded as f64 - expected;
+    if off.abs() > allowed {
+        return Err(format!(
+            "decoded {decoded} samples where the manifest says {} ({:+.1} %; more than the {} % \
+             or {} s tolerated): corrupt or truncated file?",
+            u.num_samples,
+            100.0 * off / expected,
+            100.0 * LENGTH_TOLERANCE_SHARE,
+            LENGTH_TOLERANCE_SECONDS
+        ));
+    }
+    Ok(())
 }
 
 /// `<output>.parts` beside the first output.
@@ -524,4 +616,42 @@ fn write_empty(out: &Path, kind: CacheKind, config: &PrepareConfig, json: &str) 
             .finish(config.sample_rate, json, &[])
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utterance(num_samples: u64, sample_rate: u32) -> Utterance {
+        Utterance {
+            utt_id: "a".into(),
+            path: "a.flac".into(),
+            corpus: "c".into(),
+            speaker: None,
+            session: None,
+            num_samples,
+            sample_rate,
+            channels: 1,
+            codec: "flac".into(),
+            split: "train".into(),
+            emotion: None,
+            fold: None,
+        }
+    }
+
+    #[test]
+    fn decoded_length_must_match_the_manifest_within_the_tolerance() {
+        let u = utterance(160_000, 16000);
+        // 0.5 % of 10 s is 800 samples, more than 0.05 s (800 samples too): the bound.
+        assert!(check_length(&u, 160_800, 16000).is_ok());
+        assert!(check_length(&u, 159_200, 16000).is_ok());
+        let err = check_length(&u, 137_600, 16000).unwrap_err();
+        assert!(err.contains("decoded 137600 samples where the manifest says 160000 (-14.0 %"), "{err}");
+        assert!(check_length(&u, 160_000, 8000).unwrap_err().contains("8000 Hz"));
+        // Short files: 0.05 s is tolerated (AAC priming and padding).
+        assert!(check_length(&utterance(8000, 16000), 8700, 16000).is_ok());
+        assert!(check_length(&utterance(8000, 16000), 9000, 16000).is_err());
+        let err = check_length(&utterance(0, 16000), 0, 16000).unwrap_err();
+        assert!(err.contains("num_samples = 0"), "{err}");
+    }
 }

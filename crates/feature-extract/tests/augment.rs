@@ -223,3 +223,47 @@ fn augmentation_is_reproducible_and_does_what_it_draws() {
     assert_eq!(results[0], results[2]);
     assert_eq!(results[1], results[3]);
 }
+
+#[test]
+fn an_rir_category_of_silent_responses_is_refused_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rirs");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut files = Vec::new();
+    for (name, group, value) in [("a", "silent", 0.0), ("b", "silent", 0.0), ("c", "live", 0.5)] {
+        let path = root.join(format!("{name}.wav"));
+        let mut h = vec![0.0; 800];
+        h[10] = value;
+        xtask::fixture::wav::write(&path, &[h], 16000).unwrap();
+        files.push((path, group.to_owned()));
+    }
+    let manifest = common::write_manifest(dir.path(), &root, &files);
+    let cache = dir.path().join("rir.h5");
+    prepare(&PrepareRequest {
+        manifest,
+        audio_out: Some(cache.clone()),
+        fbank_out: None,
+        shard: Shard::WHOLE,
+        threads: 1,
+        config: PrepareConfig::default(),
+    })
+    .unwrap();
+    let config = |group: &str| AugmentConfig {
+        noise_prob: 0.0,
+        noise: vec![],
+        rir_prob: 1.0,
+        rir: vec![RirCategory {
+            group: group.into(),
+            weight: 1.0,
+        }],
+    };
+    assert!(Augmenter::open(None, Some(&cache), &config("live")).is_ok());
+    let err = Augmenter::open(None, Some(&cache), &config("silent"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("rir.h5") && err.contains("\"silent\": all 2 response(s) are zero"),
+        "{err}"
+    );
+}

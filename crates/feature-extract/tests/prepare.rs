@@ -204,3 +204,57 @@ print(a.attrs["schema"], a.attrs["sample_rate"], len(ids), n, int(x.astype(np.in
         )
     );
 }
+
+#[test]
+fn a_corrupt_flac_is_rejected_and_a_failed_bound_leaves_no_cache() {
+    let Some(ravdess) = stage_kit::reference::ravdess_root() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("corpus");
+    std::fs::create_dir_all(&root).unwrap();
+    let source = ravdess.join("flac16k/Actor_01/03-01-05-02-01-01-01.flac");
+    let (good, bad) = (root.join("good.flac"), root.join("bad.flac"));
+    std::fs::copy(&source, &good).unwrap();
+    std::fs::copy(&source, &bad).unwrap();
+    let files = [(good, "train".to_owned()), (bad.clone(), "train".to_owned())];
+    let manifest = common::write_manifest(dir.path(), &root, &files);
+    // 2,000 bytes of junk in the middle: the decoder skips the frames it cannot read.
+    let mut bytes = std::fs::read(&bad).unwrap();
+    let middle = bytes.len() / 2;
+    for (i, b) in bytes[middle..middle + 2000].iter_mut().enumerate() {
+        *b = (i * 7919 % 251) as u8;
+    }
+    std::fs::write(&bad, bytes).unwrap();
+
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // Left by a run killed while merging (pid 0 is never a live process).
+    let stale = out.join(".audio.h5.partial-0-1");
+    std::fs::write(&stale, b"half a cache").unwrap();
+    let output = Command::new(BIN)
+        .arg("prepare")
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--audio-out")
+        .arg(out.join("audio.h5"))
+        .arg("--rejects")
+        .arg(out.join("rejects.parquet"))
+        .args(["--threads", "1", "--max-reject-fraction", "0.1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("1 of 2 utterances rejected"), "{stderr}");
+    assert!(!out.join("audio.h5").exists(), "a cache above the reject bound");
+    assert!(!stale.exists(), "the stale partial file of a killed run is still there");
+    let rejects = RejectList::read(&out.join("rejects.parquet")).unwrap().rejects;
+    assert_eq!(rejects.len(), 1);
+    assert_eq!(rejects[0].path, "bad.flac");
+    assert!(
+        rejects[0].reason.contains("where the manifest says")
+            && rejects[0].reason.contains("corrupt or truncated"),
+        "{}",
+        rejects[0].reason
+    );
+}

@@ -22,6 +22,16 @@ struct Cli {
 enum Command {
     /// Cluster embeddings.h5 into pseudo_labels.parquet and cluster_report.json.
     Cluster(ClusterArgs),
+    /// Check a cluster configuration file without running anything: unknown or ill-typed
+    /// keys and values out of range are errors naming the key (the pipeline runner calls
+    /// this when it plans).
+    CheckConfig {
+        /// The subcommand the configuration is for (cluster).
+        #[arg(value_parser = ["cluster"])]
+        kind: String,
+        /// The TOML file.
+        config: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -61,6 +71,9 @@ struct ClusterArgs {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Cluster(args) => cluster(args),
+        Command::CheckConfig { config, .. } => ClusterConfig::from_file(&config)
+            .map(drop)
+            .map_err(|e| anyhow::anyhow!("[cluster] {e}")),
     }
 }
 

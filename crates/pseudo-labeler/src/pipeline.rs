@@ -230,14 +230,23 @@ pub fn pseudo_label(
         100.0 * cleanup.kept_share
     );
 
-    let diagnostics = speakers.map(|speakers| {
-        diagnose(
+    let diagnostics = speakers.and_then(|speakers| {
+        let known = labelled(&usable, &embeddings.utt_ids, speakers.by_utterance);
+        if known.is_empty() {
+            tracing::info!(
+                "{}: no clustered utterance has a speaker label, so there is nothing to compare \
+                 the clusters with (no NMI, ARI or purity)",
+                speakers.source.display()
+            );
+            return None;
+        }
+        Some(diagnose(
             speakers.source,
-            &labelled(&usable, &embeddings.utt_ids, speakers.by_utterance),
+            &known,
             &labelled(&usable, &embeddings.utt_ids, speakers.sessions),
             &clustering.labels,
             &members,
-        )
+        ))
     });
     if let Some(d) = &diagnostics {
         tracing::info!(
@@ -434,6 +443,16 @@ mod tests {
             by_utterance: &truth,
             sessions: &sessions,
         };
+        let unlabelled = Speakers {
+            source: Path::new("unlabelled.parquet"),
+            by_utterance: &HashMap::new(),
+            sessions: &HashMap::new(),
+        };
+        let outcome = pseudo_label(&embeddings, source, Some(unlabelled), &config).unwrap();
+        assert!(
+            outcome.report.diagnostics.is_none(),
+            "no figures against speakers when no utterance has one"
+        );
         let outcome = pseudo_label(&embeddings, source, Some(speakers), &config).unwrap();
         let report = &outcome.report;
         assert_eq!(report.kmeans.k, 90, "k = N/4 of the 359 usable utterances");

@@ -36,6 +36,43 @@ pub fn partial_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.partial-{}-{call}", std::process::id()))
 }
 
+/// Removes the temporaries of [`partial_path`] in `dir` whose writing process is gone (a run
+/// killed while writing leaves them, and at scale they are gigabytes); those of live processes
+/// stay. Returns how many were removed. A missing folder has none.
+pub fn remove_stale_partials(dir: &Path) -> Result<usize, FileError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(FileError::new(dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let path = entry.map_err(|e| FileError::new(dir, e))?.path();
+        let Some(pid) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(partial_writer)
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            fs::remove_file(&path).map_err(|e| FileError::new(&path, e))?;
+            tracing::info!("removed {}, left by a run that was killed", path.display());
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// The pid in a name made by [`partial_path`] (`.{name}.partial-{pid}-{call}`).
+fn partial_writer(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    let (_, tail) = rest.rsplit_once(".partial-")?;
+    let (pid, call) = tail.split_once('-')?;
+    call.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
 /// Runs `write` on a temporary path and renames the result to `path` when it succeeds; on
 /// failure the temporary file is removed and `path` is left as it was. I/O errors of the
 /// bookkeeping itself name `path`.
@@ -93,5 +130,23 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("out.json")]);
+    }
+
+    #[test]
+    fn stale_partials_of_dead_writers_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let final_path = dir.path().join("audio.h5");
+        let live = partial_path(&final_path);
+        fs::write(&live, b"being written").unwrap();
+        // pid 0 is never a process of /proc (the kernel's idle task has no entry there).
+        let dead = dir.path().join(".audio.h5.partial-0-3");
+        fs::write(&dead, b"left by kill -9").unwrap();
+        let unrelated = dir.path().join(".audio.h5.partial-notes");
+        fs::write(&unrelated, b"").unwrap();
+        assert_eq!(remove_stale_partials(dir.path()).unwrap(), 1);
+        assert!(live.exists() && unrelated.exists() && !dead.exists());
+        assert_eq!(remove_stale_partials(&dir.path().join("none")).unwrap(), 0);
+        assert_eq!(partial_writer(".x.partial-12-4"), Some(12));
+        assert_eq!(partial_writer("x.partial-12-4"), None);
     }
 }

@@ -58,18 +58,48 @@ pub fn run_python<S: AsRef<OsStr>>(script: &str, args: &[S]) -> anyhow::Result<S
 }
 
 /// The RAVDESS corpus (`$SPEECH_DINO_RAVDESS`, else `../shared/corpora/ravdess` beside the
-/// checkout), or `None` with a message on stderr when it is absent, so tests can skip.
+/// checkout), or `None` with a "skipped" message on stderr when it is absent, so tests can
+/// skip. Under `CI=true` (CI always has the corpus) a missing corpus panics instead, so a test
+/// cannot pass there without having run.
 pub fn ravdess_root() -> Option<PathBuf> {
     let root = std::env::var_os(RAVDESS_VAR)
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("../shared/corpora/ravdess"));
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    match ravdess_at(root, ci) {
+        Ok(found) => found,
+        Err(message) => panic!("{message}"),
+    }
+}
+
+/// [`ravdess_root`] for a given place and CI setting: the corpus, `None` (skip, said on
+/// stderr), or the message a CI run fails with.
+fn ravdess_at(root: PathBuf, ci: bool) -> Result<Option<PathBuf>, String> {
     if root.join("flac16k").is_dir() {
-        Some(root)
-    } else {
-        eprintln!(
-            "RAVDESS not found at {} (set {RAVDESS_VAR}); skipping",
-            root.display()
-        );
-        None
+        return Ok(Some(root));
+    }
+    let missing = format!("RAVDESS not found at {} (set {RAVDESS_VAR})", root.display());
+    if ci {
+        return Err(format!(
+            "{missing}, and CI=true: CI has the corpus, so this test must not skip"
+        ));
+    }
+    eprintln!("{missing}: test SKIPPED");
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_corpus_skips_outside_ci_and_fails_under_ci() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("ravdess");
+        assert_eq!(ravdess_at(absent.clone(), false), Ok(None));
+        let err = ravdess_at(absent.clone(), true).unwrap_err();
+        assert!(err.contains("CI=true") && err.contains("ravdess"), "{err}");
+        std::fs::create_dir_all(absent.join("flac16k")).unwrap();
+        assert_eq!(ravdess_at(absent.clone(), true), Ok(Some(absent)));
     }
 }

@@ -136,6 +136,19 @@ pub struct AugmentSets {
     pub rirs: DataRef,
 }
 
+/// Keys of stage sections that the runner sets itself, from `[pipeline]` or per set, with
+/// where they come from: a section that sets one is refused rather than silently overridden.
+pub const RUNNER_KEYS: &[(&str, &[&str], &str)] = &[
+    ("prepare", &["vad"], "[pipeline] vad for speech; augmentation sets are never trimmed"),
+    ("prepare", &["downmix"], "the runner: mean for speech and noise, the first channel for RIRs"),
+    ("pretrain", &["seed", "device"], "[pipeline] seed and device"),
+    ("finetune", &["seed", "device"], "[pipeline] seed and device"),
+    ("cluster", &["seed", "device"], "[pipeline] seed and device"),
+    ("embed", &["device"], "[pipeline] device"),
+    ("eval_emotion", &["seed"], "[pipeline] seed"),
+    ("eval_emotion", &["folds"], "each [[emotion]] set's folds"),
+];
+
 impl PipelineFile {
     /// Reads `pipelines/<name>.toml`, or a path to a TOML file.
     pub fn load(name_or_path: &str) -> anyhow::Result<(String, Self)> {
@@ -155,6 +168,7 @@ impl PipelineFile {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         file.check_references()
+            .and_then(|()| file.check_runner_keys())
             .with_context(|| format!("in pipeline {}", path.display()))?;
         Ok((name, file))
     }
@@ -166,6 +180,25 @@ impl PipelineFile {
                     "corpus {:?} is used but not declared under [corpora]",
                     data.corpus
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses the [`RUNNER_KEYS`] inside stage sections.
+    fn check_runner_keys(&self) -> anyhow::Result<()> {
+        for &(section, keys, source) in RUNNER_KEYS {
+            let table = match section {
+                "prepare" => &self.prepare,
+                "pretrain" => &self.pretrain,
+                "finetune" => &self.finetune,
+                "cluster" => &self.cluster,
+                "embed" => &self.embed,
+                "eval_emotion" => &self.eval_emotion,
+                other => unreachable!("RUNNER_KEYS names section {other}"),
+            };
+            if let Some(key) = keys.iter().find(|k| table.contains_key(**k)) {
+                bail!("[{section}] {key}: set by the runner from {source}; remove it from the section");
             }
         }
         Ok(())
@@ -282,5 +315,34 @@ fn absolute(path: &Path) -> PathBuf {
         path.to_path_buf()
     } else {
         crate::workspace::root().join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_section_may_not_set_what_the_runner_sets() {
+        let (_, file) = PipelineFile::load("fixture").unwrap();
+        file.check_runner_keys().unwrap();
+        for (section, key, value) in [
+            ("pretrain", "seed", toml::Value::Integer(7)),
+            ("cluster", "device", "cuda".into()),
+            ("prepare", "vad", true.into()),
+        ] {
+            let mut bad = file.clone();
+            let table = match section {
+                "pretrain" => &mut bad.pretrain,
+                "cluster" => &mut bad.cluster,
+                _ => &mut bad.prepare,
+            };
+            table.insert(key.into(), value);
+            let err = bad.check_runner_keys().unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("[{section}] {key}: set by the runner")),
+                "{err}"
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! to date; `cargo xtask status NAME` shows each stage's state. With `--executor slurm` the
 //! same stages are submitted to Slurm as jobs instead (`slurm`).
 
+mod check;
 mod config;
 mod execute;
 mod plan;
@@ -104,11 +105,11 @@ pub fn run(options: &Options) -> anyhow::Result<Outcome> {
             resolved.source
         );
     }
-    if !options.dry_run {
-        build_binaries()?;
-    }
+    // Built for a dry run too: their `check-config` checks the stage sections.
+    build_binaries()?;
     let rounds = options.rounds.unwrap_or(file.pipeline.rounds);
     let stages = plan::build(&file, &corpora, rounds, &run_dir, &binary_dir())?;
+    check::check_configs(&stages)?;
     let slurm = options.executor == Executor::Slurm;
     if slurm && !options.dry_run {
         slurm::refresh(&stages, &run_dir)?;
@@ -141,6 +142,7 @@ pub fn run(options: &Options) -> anyhow::Result<Outcome> {
         return Ok(outcome);
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let _lock = state::RunLock::take(&run_dir)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -177,6 +179,7 @@ fn finish_report(
 pub fn status(
     name: &str,
     run_dir: Option<PathBuf>,
+    rounds: Option<usize>,
     corpora: &BTreeMap<String, PathBuf>,
 ) -> anyhow::Result<()> {
     let (pipeline, file) = PipelineFile::load(name)?;
@@ -184,13 +187,8 @@ pub fn status(
     let present: BTreeSet<String> = resolved.keys().cloned().collect();
     let file = file.without_absent(&present);
     let run_dir = run_dir.unwrap_or_else(|| workspace::root().join("runs").join(&pipeline));
-    let stages = plan::build(
-        &file,
-        &resolved,
-        file.pipeline.rounds,
-        &run_dir,
-        &binary_dir(),
-    )?;
+    let rounds = rounds.unwrap_or_else(|| file.pipeline.rounds.max(rounds_run(&run_dir)));
+    let stages = plan::build(&file, &resolved, rounds, &run_dir, &binary_dir())?;
     let in_flight = slurm::refresh(&stages, &run_dir)?.in_flight;
     let decisions = decide(&stages, &run_dir, &Options::default())?;
     println!(
@@ -225,10 +223,27 @@ pub fn status(
     Ok(())
 }
 
-fn binary_dir() -> PathBuf {
-    workspace::root().join("target").join("release")
+/// The most pseudo-label rounds whose stages a run folder holds (`cluster-rN` folders).
+fn rounds_run(run_dir: &Path) -> usize {
+    std::fs::read_dir(run_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name();
+            name.to_str()?.strip_prefix("cluster-r")?.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
+/// The pipeline's own copies of the stage binaries: `cargo bench` rebuilds
+/// `target/release/<binary>` with its dev-dependency features, which would otherwise make
+/// every stage of that binary look changed.
+fn binary_dir() -> PathBuf {
+    workspace::root().join("target").join("pipeline-bin")
+}
+
+/// Builds the stage binaries (release) and copies them into [`binary_dir`].
 fn build_binaries() -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
@@ -237,7 +252,22 @@ fn build_binaries() -> anyhow::Result<()> {
     for bin in STAGE_BINARIES {
         cmd.args(["--package", bin]);
     }
-    command::run(&mut cmd).context("building the stage binaries")
+    command::run(&mut cmd).context("building the stage binaries")?;
+    let release = workspace::root().join("target").join("release");
+    let dir = binary_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for bin in STAGE_BINARIES {
+        let (from, to) = (release.join(bin), dir.join(bin));
+        let same = state::file_sha256(&to).ok() == Some(state::file_sha256(&from)?);
+        if !same {
+            stage_kit::write_atomically(&to, |partial| {
+                std::fs::copy(&from, partial)
+                    .map(drop)
+                    .map_err(|e| stage_kit::FileError::new(&from, e))
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn decide<'a>(
@@ -476,7 +506,23 @@ async fn run_stage(decision: &Decision<'_>, run_dir: &Path) -> anyhow::Result<bo
         stage.read_metrics()?,
     )?;
     record.write(&dir)?;
-    Pending::clear(&dir);
+    Pending::clear(&dir)?;
     println!("stage {} done in {wall_seconds:.1} s", stage.name);
     Ok(resumable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_counts_the_rounds_a_run_folder_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(rounds_run(dir.path()), 0);
+        for name in ["prepare", "cluster-r1", "cluster-r3", "finetune-r3", "cluster-rx"] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        assert_eq!(rounds_run(dir.path()), 3);
+        assert_eq!(rounds_run(&dir.path().join("absent")), 0);
+    }
 }

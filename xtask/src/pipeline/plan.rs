@@ -22,6 +22,9 @@ pub struct Stage {
     pub commands: Vec<Vec<String>>,
     /// The stage's configuration section, written to `<stage>/config.toml`.
     pub config: Option<toml::Table>,
+    /// The pipeline section the config comes from and the subcommand of the stage's binary
+    /// that reads it (`check-config` checks it when planning).
+    pub config_of: Option<(&'static str, &'static str)>,
     /// Stages whose outputs this one reads.
     pub upstream: Vec<String>,
     /// Files and folders outside the run folder that this stage reads (fingerprinted).
@@ -44,6 +47,7 @@ impl Stage {
             name: name.to_owned(),
             commands: Vec::new(),
             config: None,
+            config_of: None,
             upstream: upstream.iter().map(|s| s.to_string()).collect(),
             external: Vec::new(),
             outputs: Vec::new(),
@@ -178,6 +182,17 @@ impl Planner<'_> {
 
     fn seed(&self) -> String {
         self.file.pipeline.seed.to_string()
+    }
+
+    /// A stage section with the pipeline's seed and `device` written in: the one source of
+    /// both ([`super::config::RUNNER_KEYS`] refuses them inside the sections, so nothing is
+    /// overridden).
+    fn with_seed_and_device(&self, section: &toml::Table, device: &str) -> toml::Table {
+        let mut config = section.clone();
+        let seed = i64::try_from(self.file.pipeline.seed).expect("TOML integers are i64");
+        config.insert("seed".into(), seed.into());
+        config.insert("device".into(), device.into());
+        config
     }
 
     /// Name of a data reference's manifest: corpus, part and split joined.
@@ -358,29 +373,33 @@ impl Planner<'_> {
         let mut stage = Stage::new("prepare", &["scan"]);
         let dir = self.dir("prepare");
         stage.config = Some(self.file.prepare.clone());
+        stage.config_of = Some(("prepare", "prepare"));
         let config = dir.join("config.toml");
-        let mut sets: Vec<(DataRef, bool)> = self
+        // Per set: speech as [pipeline] vad says, augmentation never trimmed; RIRs keep their
+        // first microphone (Kaldi's recipes), everything else is averaged.
+        let mut sets: Vec<(DataRef, bool, &str)> = self
             .speech_sets()
             .into_iter()
-            .map(|d| (d, self.file.pipeline.vad))
+            .map(|d| (d, self.file.pipeline.vad, "mean"))
             .collect();
         if let Some(augment) = &self.file.augment {
-            sets.push((augment.musan.clone(), false));
-            sets.push((augment.rirs.clone(), false));
+            sets.push((augment.musan.clone(), false, "mean"));
+            sets.push((augment.rirs.clone(), false, "first"));
         }
-        for (data, vad) in sets {
+        for (data, vad, downmix) in sets {
             let key = Self::key(&data);
-            let mut cmd = self
+            let cmd = self
                 .bin("feature-extract")
                 .arg("prepare")
                 .path("--manifest", &self.manifest(&data))
                 .path("--audio-out", &self.cache(&data))
                 .path("--config", &config)
                 .path("--rejects", &dir.join(format!("{key}.rejects.parquet")))
-                .path("--summary-json", &dir.join(format!("{key}.summary.json")));
-            if vad {
-                cmd = cmd.arg("--vad");
-            }
+                .path("--summary-json", &dir.join(format!("{key}.summary.json")))
+                .arg("--vad")
+                .arg(vad.to_string())
+                .arg("--downmix")
+                .arg(downmix);
             stage.commands.push(cmd.0);
             stage.outputs.push(self.cache(&data));
         }
@@ -504,14 +523,15 @@ impl Planner<'_> {
     fn training_stage(
         &self,
         name: &str,
-        subcommand: &str,
+        subcommand: &'static str,
         upstream: &[&str],
         config: &toml::Table,
         inputs: impl FnOnce(Cmd) -> Cmd,
     ) -> Stage {
         let mut stage = Stage::new(name, upstream);
         let dir = self.dir(name);
-        stage.config = Some(config.clone());
+        stage.config = Some(self.with_seed_and_device(config, &self.file.pipeline.device));
+        stage.config_of = Some((subcommand, subcommand));
         let cmd = self
             .bin("dino-core")
             .path("--log-json", &dir.join("log.jsonl"))
@@ -521,11 +541,7 @@ impl Planner<'_> {
         let cmd = self
             .augmentation_args(cmd)
             .path("--out-dir", &dir)
-            .arg("--resume")
-            .arg("--seed")
-            .arg(self.seed())
-            .arg("--device")
-            .arg(&self.file.pipeline.device);
+            .arg("--resume");
         stage.commands.push(cmd.0);
         if let Some(n) = self.file.pipeline.nproc_per_node.filter(|&n| n > 1) {
             stage.how_it_runs = vec!["--nproc-per-node".to_owned(), n.to_string()];
@@ -541,7 +557,10 @@ impl Planner<'_> {
         let name = format!("embed{suffix}");
         let mut stage = Stage::new(&name, &["scan", "prepare", &model.0]);
         let dir = self.dir(&name);
-        stage.config = Some(self.file.embed.clone());
+        let mut config = self.file.embed.clone();
+        config.insert("device".into(), self.file.pipeline.device.clone().into());
+        stage.config = Some(config);
+        stage.config_of = Some(("embed", "embed"));
         for data in self.speech_sets() {
             let key = Self::key(&data);
             let out = dir.join(format!("{key}.h5"));
@@ -553,8 +572,6 @@ impl Planner<'_> {
                 .path("--audio-cache", &self.cache(&data))
                 .path("--out", &out)
                 .path("--config", &dir.join("config.toml"))
-                .arg("--device")
-                .arg(&self.file.pipeline.device)
                 .path("--summary-json", &dir.join(format!("{key}.summary.json")));
             stage.commands.push(cmd.0);
             stage.outputs.push(out);
@@ -590,6 +607,7 @@ impl Planner<'_> {
         let mut stage = Stage::new(&name, &["scan", &embed]);
         let dir = self.dir(&name);
         stage.config = Some(self.file.eval_sv.clone());
+        stage.config_of = Some(("eval_sv", "sv"));
         for set in &self.file.sv {
             let out = dir.join(&set.name);
             let cmd = self
@@ -630,6 +648,7 @@ impl Planner<'_> {
         let mut stage = Stage::new(&name, &["scan", &embed]);
         let dir = self.dir(&name);
         stage.config = Some(self.file.eval_emotion.clone());
+        stage.config_of = Some(("eval_emotion", "emotion"));
         for set in &self.file.emotion {
             let out = dir.join(&set.name);
             let embeddings = self
@@ -655,7 +674,9 @@ impl Planner<'_> {
         let name = format!("cluster-r{round}");
         let mut stage = Stage::new(&name, &["scan", previous_embed]);
         let dir = self.dir(&name);
-        stage.config = Some(self.file.cluster.clone());
+        let device = cluster_device(&self.file.pipeline.device);
+        stage.config = Some(self.with_seed_and_device(&self.file.cluster, device));
+        stage.config_of = Some(("cluster", "cluster"));
         let cmd = self
             .bin("pseudo-labeler")
             .arg("cluster")
@@ -668,10 +689,6 @@ impl Planner<'_> {
             .path("--manifest", &self.manifest(&self.file.train))
             .path("--out-dir", &dir)
             .path("--config", &dir.join("config.toml"))
-            .arg("--seed")
-            .arg(self.seed())
-            .arg("--device")
-            .arg(cluster_device(&self.file.pipeline.device))
             .path("--log-json", &dir.join("log.jsonl"));
         stage.commands.push(cmd.0);
         stage.outputs.push(dir.join("pseudo_labels.parquet"));
@@ -735,6 +752,55 @@ fn absolute_in(root: &Path, path: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fixture pipeline planned into `run`, with its corpus (a trial list alone) at
+    /// `corpus`.
+    fn fixture_plan(corpus: &Path, run: &Path) -> Vec<Stage> {
+        let path = crate::workspace::root().join("pipelines/fixture.toml");
+        let file: PipelineFile = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        std::fs::write(corpus.join("trials.txt"), "").unwrap();
+        let corpora = BTreeMap::from([(
+            "fixture".to_owned(),
+            ResolvedCorpus {
+                root: corpus.to_path_buf(),
+                source: "test".into(),
+            },
+        )]);
+        build(&file, &corpora, 1, run, Path::new("/bin")).unwrap()
+    }
+
+    #[test]
+    fn seed_device_vad_and_downmix_come_from_the_runner_once() {
+        let corpus = tempfile::tempdir().unwrap();
+        let stages = fixture_plan(corpus.path(), Path::new("/run"));
+        let stage = |name: &str| stages.iter().find(|s| s.name == name).unwrap();
+        for name in ["pretrain", "finetune-r1", "cluster-r1"] {
+            let config = stage(name).config.as_ref().unwrap();
+            assert_eq!(config["seed"].as_integer(), Some(1), "{name}");
+            assert_eq!(config["device"].as_str(), Some("cpu"), "{name}");
+            let flags: Vec<&String> = stage(name).commands.iter().flatten().collect();
+            assert!(
+                !flags.iter().any(|f| *f == "--seed" || *f == "--device"),
+                "{name} overrides its config with flags: {flags:?}"
+            );
+        }
+        assert_eq!(stage("embed").config.as_ref().unwrap()["device"].as_str(), Some("cpu"));
+        let prepare = stage("prepare");
+        let option = |cache: &str, flag: &str| {
+            let cmd = prepare
+                .commands
+                .iter()
+                .find(|c| c.iter().any(|a| a.ends_with(cache)))
+                .unwrap_or_else(|| panic!("no prepare command for {cache}"));
+            let at = cmd.iter().position(|a| a == flag).unwrap();
+            cmd[at + 1].clone()
+        };
+        assert_eq!(option("fixture-speech-train.h5", "--vad"), "true");
+        assert_eq!(option("fixture-musan.h5", "--vad"), "false");
+        assert_eq!(option("fixture-rirs.h5", "--vad"), "false");
+        assert_eq!(option("fixture-rirs.h5", "--downmix"), "first");
+        assert_eq!(option("fixture-musan.h5", "--downmix"), "mean");
+    }
 
     #[test]
     fn metrics_are_the_top_level_and_the_named_nested_numbers() {

@@ -69,8 +69,68 @@ impl Pending {
         Ok(())
     }
 
-    pub fn clear(dir: &Path) {
-        let _ = fs::remove_file(dir.join("stage.pending.json"));
+    /// Removes the marker; failing to (a read-only folder) is an error, since a stale marker
+    /// would let a later run resume from outputs of another hash.
+    pub fn clear(dir: &Path) -> anyhow::Result<()> {
+        let path = dir.join("stage.pending.json");
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `runner.lock` in a run folder while a runner works in it, holding the runner's pid: a
+/// second runner on the same folder stops with a message instead of interleaving with the
+/// first (one could clear a folder the other is writing). A lock whose process is gone (a
+/// runner killed with -9) is taken over. Removed when dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    pub const FILE: &str = "runner.lock";
+
+    /// Takes the lock of `run_dir` (which must exist).
+    pub fn take(run_dir: &Path) -> anyhow::Result<RunLock> {
+        let path = run_dir.join(Self::FILE);
+        for _ in 0..2 {
+            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    use std::io::Write;
+                    write!(file, "{}", std::process::id())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path).unwrap_or_default();
+                    let alive = holder.trim().parse::<u32>().is_ok_and(|pid| {
+                        Path::new("/proc").join(pid.to_string()).exists()
+                    });
+                    if alive {
+                        anyhow::bail!(
+                            "{} is in use by another runner (pid {}, {}); wait for it to finish or stop it",
+                            run_dir.display(),
+                            holder.trim(),
+                            path.display()
+                        );
+                    }
+                    fs::remove_file(&path)
+                        .with_context(|| format!("removing the stale lock {}", path.display()))?;
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        anyhow::bail!("could not take {}", path.display())
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 
@@ -186,6 +246,35 @@ mod tests {
         assert_eq!(first, fingerprint(dir.path()).unwrap());
         fs::write(dir.path().join("sub/c.wav"), b"3").unwrap();
         assert_ne!(first, fingerprint(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn a_second_runner_is_refused_and_a_dead_ones_lock_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = RunLock::take(dir.path()).unwrap();
+        let err = RunLock::take(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("is in use by another runner")
+                && err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(lock);
+        assert!(!dir.path().join(RunLock::FILE).exists());
+        // pid 0 has no /proc entry: a lock left by a killed runner.
+        fs::write(dir.path().join(RunLock::FILE), "0").unwrap();
+        let _lock = RunLock::take(dir.path()).unwrap();
+        let holder = fs::read_to_string(dir.path().join(RunLock::FILE)).unwrap();
+        assert_eq!(holder, std::process::id().to_string());
+    }
+
+    #[test]
+    fn clearing_a_pending_marker_that_cannot_be_removed_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        Pending::clear(dir.path()).unwrap();
+        // A folder in the marker's place cannot be removed as a file.
+        fs::create_dir(dir.path().join("stage.pending.json")).unwrap();
+        let err = Pending::clear(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("stage.pending.json"), "{err:#}");
     }
 
     #[test]

@@ -57,33 +57,80 @@ impl Listing {
         });
     }
 
-    /// Candidates sorted by path with each utterance id kept once (the first path), and the
-    /// rejects including the duplicates.
-    pub fn deduplicated(mut self) -> (Vec<Candidate>, Vec<Reject>) {
+    /// Candidates sorted by path, each with the number of its utterance id (ids numbered in
+    /// the order their first path comes), and the listing's rejects. Files sharing an id
+    /// share a number, so that a shard gets all of them and picks one after probing.
+    pub fn numbered_by_id(mut self) -> (Vec<(Candidate, usize)>, Vec<Reject>) {
         self.candidates.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut first: HashMap<String, String> = HashMap::new();
-        let mut kept = Vec::with_capacity(self.candidates.len());
-        for candidate in self.candidates {
-            match first.get(&candidate.utt_id) {
-                Some(kept_path) => self.rejects.push(Reject {
-                    reason: format!(
-                        "duplicate: utterance id {} is already taken by {kept_path}",
-                        candidate.utt_id
-                    ),
-                    path: candidate.path,
-                }),
-                None => {
-                    first.insert(candidate.utt_id.clone(), candidate.path.clone());
-                    kept.push(candidate);
-                }
-            }
-        }
-        (kept, self.rejects)
+        let mut numbers: HashMap<String, usize> = HashMap::new();
+        let numbered = self
+            .candidates
+            .into_iter()
+            .map(|c| {
+                let next = numbers.len();
+                let number = *numbers.entry(c.utt_id.clone()).or_insert(next);
+                (c, number)
+            })
+            .collect();
+        (numbered, self.rejects)
     }
 }
 
+/// Each utterance id kept once, for the first of its files (in `items` order) that probed
+/// well; the later ones are rejects (`duplicate`). Resolving after probing keeps a good
+/// `x.wav` when an empty `x.flac` sorts first.
+pub fn first_of_each_id<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> (&str, &str),
+) -> (Vec<T>, Vec<Reject>) {
+    let mut first: HashMap<String, String> = HashMap::new();
+    let mut kept = Vec::with_capacity(items.len());
+    let mut rejects = Vec::new();
+    for item in items {
+        let (utt_id, path) = key(&item);
+        match first.get(utt_id) {
+            Some(kept_path) => rejects.push(Reject {
+                reason: format!("duplicate: utterance id {utt_id} is already taken by {kept_path}"),
+                path: path.to_owned(),
+            }),
+            None => {
+                first.insert(utt_id.to_owned(), path.to_owned());
+                kept.push(item);
+            }
+        }
+    }
+    (kept, rejects)
+}
+
+/// The entries under `root` that a walk cannot read (symbolic-link loops, dangling links,
+/// folders without permission) and the audio files whose names are not UTF-8 (a manifest
+/// cannot name them), as `unreadable` rejects: one of them must not stop a scan.
+pub fn unreadable_entries(root: &Path) -> Vec<Reject> {
+    let relative = |path: &Path| slash_path(path.strip_prefix(root).unwrap_or(path));
+    WalkDir::new(root)
+        .follow_links(true)
+        .into_iter()
+        .filter_map(|entry| match entry {
+            Err(e) => Some(Reject {
+                path: relative(e.path().unwrap_or(root)),
+                reason: format!("unreadable: {e}"),
+            }),
+            Ok(entry) if is_audio(entry.path()) && not_utf8(entry.path()) => Some(Reject {
+                path: relative(entry.path()),
+                reason: "unreadable: the file name is not valid UTF-8 (rename the file)".into(),
+            }),
+            Ok(_) => None,
+        })
+        .collect()
+}
+
+fn not_utf8(path: &Path) -> bool {
+    path.to_str().is_none()
+}
+
 /// Audio files under `root/sub` (`sub` may be empty), as `/`-separated paths relative to
-/// `root`, sorted. Symbolic links are followed, as corpora are often assembled from links.
+/// `root`, sorted. Symbolic links are followed, as corpora are often assembled from links;
+/// entries the walk cannot read are passed over here and reported by [`unreadable_entries`].
 pub fn audio_files(root: &Path, sub: &str) -> Result<Vec<String>> {
     let start = root.join(sub);
     if !start.is_dir() {
@@ -91,16 +138,10 @@ pub fn audio_files(root: &Path, sub: &str) -> Result<Vec<String>> {
     }
     let mut files = Vec::new();
     for entry in WalkDir::new(&start).follow_links(true) {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(&start).to_path_buf();
-            ManifestError::Io {
-                source: e.into_io_error().unwrap_or_else(|| {
-                    std::io::Error::other("file system loop through symbolic links")
-                }),
-                path,
-            }
-        })?;
-        if !entry.file_type().is_file() || !is_audio(entry.path()) {
+        let Ok(entry) = entry else {
+            continue;
+        };
+        if !entry.file_type().is_file() || !is_audio(entry.path()) || not_utf8(entry.path()) {
             continue;
         }
         let rel = entry
@@ -166,7 +207,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_keep_the_first_path() {
+    fn duplicates_share_a_number_and_keep_the_first_path() {
         let listing = Listing {
             candidates: vec![
                 Candidate::new("wav/a/s/1.wav", "a/s/1", "dev"),
@@ -175,7 +216,15 @@ mod tests {
             ],
             rejects: vec![],
         };
-        let (kept, rejects) = listing.deduplicated();
+        let (numbered, _) = listing.numbered_by_id();
+        let numbers: Vec<(&str, usize)> =
+            numbered.iter().map(|(c, n)| (c.path.as_str(), *n)).collect();
+        assert_eq!(
+            numbers,
+            [("aac/a/s/1.m4a", 0), ("aac/a/s/2.m4a", 1), ("wav/a/s/1.wav", 0)]
+        );
+        let candidates: Vec<Candidate> = numbered.into_iter().map(|(c, _)| c).collect();
+        let (kept, rejects) = first_of_each_id(candidates, |c| (&c.utt_id, &c.path));
         let paths: Vec<&str> = kept.iter().map(|c| c.path.as_str()).collect();
         assert_eq!(paths, ["aac/a/s/1.m4a", "aac/a/s/2.m4a"]);
         assert_eq!(rejects.len(), 1);

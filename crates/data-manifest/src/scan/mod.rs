@@ -8,8 +8,10 @@
 //!
 //! - bad input (`empty`, `truncated`, `not audio`, `corrupt`, `unsupported`, `zero-length`,
 //!   `unreadable`, `layout` for a file whose path the layout cannot read, `missing` for a
-//!   label that names no file, `duplicate` for a second file with an utterance id already
-//!   taken: the first path in sorted order is kept) counts towards the reject share that
+//!   label that names no file or for an entry the walk cannot read (a symbolic-link loop, a
+//!   dangling link, a folder without permission), `duplicate` for a second file with an
+//!   utterance id already taken: the first path in sorted order that probes well is kept)
+//!   counts towards the reject share that
 //!   `--max-reject-fraction` bounds;
 //! - `excluded` files were left out by design (an IEMOCAP label outside the 4-class set, an
 //!   MSP-Podcast file without a label, a RAVDESS song) and do not count.
@@ -165,24 +167,28 @@ pub fn scan(layout: &Layout, root: &Path, options: &ScanOptions) -> Result<ScanO
     if !root.is_dir() {
         return Err(ManifestError::invalid(&root, "corpus root is not a folder"));
     }
-    let listing = layout.list(&root)?;
-    let (candidates, mut rejects) = listing.deduplicated();
+    let listed = layout.list(&root)?;
+    let (candidates, mut rejects) = listed.numbered_by_id();
+    rejects.extend(listing::unreadable_entries(&root));
     // Listing rejects belong to shard 0 so that merged shards report each once.
     if options.shard.index != 0 {
         rejects.clear();
     }
+    // A shard owns every file of its utterance ids, and picks one after probing.
     let mine: Vec<Candidate> = candidates
         .into_iter()
-        .enumerate()
-        .filter(|(i, _)| options.shard.owns(*i))
-        .map(|(_, c)| c)
+        .filter(|(_, id)| options.shard.owns(*id))
+        .map(|(c, _)| c)
         .collect();
     let started = Instant::now();
     let (utterances, probe_rejects) =
         probe_all::probe_all(&root, layout.corpus(), mine, options.threads)?;
     let probe_seconds = started.elapsed().as_secs_f64();
     let probed = utterances.len() + probe_rejects.len();
+    let (utterances, duplicates) =
+        listing::first_of_each_id(utterances, |u| (&u.utt_id, &u.path));
     rejects.extend(probe_rejects);
+    rejects.extend(duplicates);
     rejects.sort_by(|a, b| a.path.cmp(&b.path));
     let manifest = UtteranceManifest {
         corpus_root: root.clone(),

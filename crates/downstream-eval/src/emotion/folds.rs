@@ -168,8 +168,19 @@ pub struct FoldPlan {
 
 impl FoldPlan {
     /// Outer folds with their selection splits. Every split's training part must hold
-    /// every class.
+    /// every class, and there must be two classes at least (with one, every prediction is
+    /// right and the scores say nothing).
     pub fn folds(&self, set: &LabelledSet, manifest_path: &Path) -> Result<Vec<OuterFold>> {
+        if set.classes.len() < 2 {
+            return Err(EvalError::invalid(
+                manifest_path,
+                format!(
+                    "the labelled utterances have {} emotion class(es) ({:?}); recognition needs at least 2",
+                    set.classes.len(),
+                    set.classes
+                ),
+            ));
+        }
         let folds = match self.source {
             FoldSource::Fold => self.by_fold_column(set, manifest_path)?,
             FoldSource::Split => vec![self.by_split_column(set, manifest_path)?],
@@ -459,6 +470,17 @@ mod tests {
             .to_string();
         assert!(
             err.contains("selection split holding out 3: training part: class \"ang\" has no training example"),
+            "{err}"
+        );
+
+        let mut one = set(&["1", "2", "1", "2"], &[0, 0, 0, 0], &["a", "b", "c", "d"]);
+        one.classes = vec!["neu".into()];
+        let err = plan
+            .folds(&one, Path::new("m.parquet"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m.parquet: the labelled utterances have 1 emotion class(es) ([\"neu\"])"),
             "{err}"
         );
 

@@ -268,6 +268,19 @@ fn argmax_rows(probabilities: &Array2<f64>) -> Vec<usize> {
         .collect()
 }
 
+impl EmotionConfig {
+    /// Why these options cannot evaluate, if they cannot (the message names the key).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.inner_folds < 2 {
+            return Err(format!(
+                "[eval_emotion] inner_folds = {}: must be at least 2",
+                self.inner_folds
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Evaluates and writes `predictions.csv`, `confusion.svg`, `confusion.png`, `report.json`
 /// and `report.md` into `out_dir`.
 pub fn run(
@@ -276,12 +289,9 @@ pub fn run(
     out_dir: &Path,
 ) -> Result<EmotionReport> {
     let started = Instant::now();
-    if config.inner_folds < 2 {
-        return Err(EvalError::invalid(
-            &inputs.manifest,
-            "inner_folds must be at least 2",
-        ));
-    }
+    config
+        .check()
+        .map_err(|message| EvalError::invalid(&inputs.manifest, message))?;
     let embeddings = EmbeddingFile::read(&inputs.embeddings)?;
     let manifest = UtteranceManifest::read(&inputs.manifest)?;
     let set = LabelledSet::new(&manifest, &inputs.manifest, &embeddings)?;

@@ -30,15 +30,16 @@ pub struct DetPlot<'a> {
 
 impl DetPlot<'_> {
     /// Probability range of both axes: down to the finest resolution of the trial list
-    /// (at most 0.01 %), up to 50 % (99 % for systems worse than 25 % EER).
+    /// (at most 0.01 %), up to 50 % (99 % for systems worse than 25 % EER); the low end stays
+    /// below half the high one, however few the trials.
     fn range(&self) -> (f64, f64) {
         let finest = 1.0 / self.roc.num_targets.max(self.roc.num_nontargets) as f64;
+        let high = if self.eer < 0.25 { 0.5 } else { 0.99 };
         let low = TICKS
             .iter()
             .copied()
-            .rfind(|&t| t <= finest)
+            .rfind(|&t| t <= finest.min(high / 2.0))
             .unwrap_or(TICKS[0]);
-        let high = if self.eer < 0.25 { 0.5 } else { 0.99 };
         (low, high)
     }
 
@@ -191,5 +192,25 @@ mod tests {
         let curve = plot.curve(0.2, 0.99);
         assert_eq!(curve.len(), roc.len());
         assert!((curve[0].0 - probit(0.99)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn one_target_and_one_nontarget_trial_give_an_axis_range_to_draw() {
+        for scores in [[0.1, 0.9], [0.9, 0.1]] {
+            let roc = Roc::new(&scores, &[false, true]).unwrap();
+            for eer in [0.0, 0.5, 1.0] {
+                let plot = DetPlot {
+                    roc: &roc,
+                    eer,
+                    min_dcfs: &[],
+                    title: String::new(),
+                };
+                let (low, high) = plot.range();
+                assert!(low < high, "{low} {high}");
+                let dir = tempfile::tempdir().unwrap();
+                let (svg, png) = (dir.path().join("d.svg"), dir.path().join("d.png"));
+                crate::plot::save(&plot, &svg, &png).unwrap();
+            }
+        }
     }
 }
