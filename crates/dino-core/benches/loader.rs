@@ -4,7 +4,8 @@
 //! the recipe's probabilities) for the default crops (2 x 4 s + 4 x 2 s), batches of 32 and the
 //! training loop's prefetch depth.
 //!
-//! The audio cache is generated under `target/bench-loader` (>= 4 GiB of 16 kHz int16,
+//! The audio cache is generated under `target/bench-loader` (4 GiB of 16 kHz int16 unless
+//! `LOADER_BENCH_GIB` says otherwise,
 //! utterances of 4-12 s) in both layouts: schema 1 (chunked and deflated, read through HDF5
 //! behind one lock: the layout before this benchmark) and schema 2 (contiguous, read with
 //! positional reads and no lock). Each layout is timed with 1 and 2 workers, cold (the cache
@@ -33,8 +34,8 @@ use feature_extract::cache::{AudioCache, ReadStats};
 use feature_extract::synthetic::{self, Caches};
 use rand::Rng;
 
-/// Samples of speech generated (2^31 int16 = 4 GiB).
-const SPEECH_SAMPLES: u64 = 1 << 31;
+/// GiB of speech generated (int16 samples), unless `LOADER_BENCH_GIB` says otherwise.
+const SPEECH_GIB: f64 = 4.0;
 /// Items (utterances) per timed pass, and per batch (job).
 const ITEMS: usize = 384;
 const BATCH: usize = 32;
@@ -45,9 +46,9 @@ const VOXCELEB2_DEV: f64 = 1_092_009.0;
 const EPOCH_SECONDS: f64 = 900.0;
 
 /// Generates the caches of one layout.
-fn generate(dir: &Path, name: &'static str, schema1: bool) -> (&'static str, Caches) {
+fn generate(dir: &Path, name: &'static str, schema1: bool, samples: u64) -> (&'static str, Caches) {
     let started = Instant::now();
-    let caches = synthetic::write_caches(dir, name, SPEECH_SAMPLES, schema1).expect("caches");
+    let caches = synthetic::write_caches(dir, name, samples, schema1).expect("caches");
     let gib = std::fs::metadata(&caches.speech)
         .expect("speech cache")
         .len() as f64
