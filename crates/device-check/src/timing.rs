@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -150,12 +151,18 @@ pub fn resume(mut config: PretrainConfig, audio: &Audio, dir: &Path) -> Result<R
         },
     )?;
     pretrain::run(&config, &paths(audio, &resumed), true, StopAt::default())?;
-    let a = tch::Tensor::read_safetensors(straight.join(FINAL_MODEL))?;
-    let b = tch::Tensor::read_safetensors(resumed.join(FINAL_MODEL))?;
-    ensure!(a.len() == b.len(), "the two models hold different tensors");
+    let read = |dir: &Path| -> Result<BTreeMap<String, tch::Tensor>> {
+        Ok(tch::Tensor::read_safetensors(dir.join(FINAL_MODEL))?
+            .into_iter()
+            .collect())
+    };
+    let (a, b) = (read(&straight)?, read(&resumed)?);
+    ensure!(
+        a.keys().eq(b.keys()),
+        "the two models hold different tensors"
+    );
     let mut worst = 0.0f64;
-    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
-        ensure!(na == nb, "tensor {na} against {nb}");
+    for (ta, tb) in a.values().zip(b.values()) {
         let d = (ta.to_kind(tch::Kind::Double) - tb.to_kind(tch::Kind::Double))
             .abs()
             .max()
