@@ -41,10 +41,22 @@ pub const BENCHES: &[Bench] = &[
         about: "k-means iteration time of the batched backend and linfa against faiss-cpu",
     },
     Bench {
+        name: "cluster",
+        package: "pseudo-labeler",
+        target: "cluster",
+        about: "k-means (k = 25,000) and the centroid merge on 100,000 x 256 planted speakers: seconds, rounds, peak memory",
+    },
+    Bench {
         name: "train",
         package: "dino-core",
         target: "train",
         about: "DINO step and embedding extraction against a PyTorch reference",
+    },
+    Bench {
+        name: "loader",
+        package: "dino-core",
+        target: "loader",
+        about: "pretraining loader crops/s (1 and 2 workers, cold and warm) on a 4 GiB cache, both layouts",
     },
 ];
 

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod command;
+pub mod device_check;
 pub mod fixture;
 pub mod pipeline;
 pub mod setup;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use clap::{Parser, Subcommand};
-use xtask::{bench, command, fixture, pipeline, setup, slurm_local, workspace};
+use xtask::{bench, command, device_check, fixture, pipeline, setup, slurm_local, workspace};
 
 #[derive(Parser)]
 #[command(
@@ -36,8 +36,14 @@ enum Task {
     },
     /// Setup, then formatting, lints and the whole test suite: what CI runs.
     Test,
-    /// Run a benchmark (probe, features, score, kmeans, train); prints ratios to references.
+    /// Run a benchmark (probe, features, score, kmeans, cluster, train, loader); prints ratios to references.
     Bench { name: String },
+    /// Build the GPU-machine bundle (target/device-bundle) and run its checks here, or with
+    /// --dry-run only build it and list the checks.
+    DeviceCheck {
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run a pipeline (pipelines/NAME.toml or a path): every stage that is not up to date.
     Pipeline(PipelineArgs),
     /// Show each stage of a pipeline: state, wall time, metrics or why it would rerun.
@@ -163,6 +169,7 @@ fn main() -> anyhow::Result<()> {
             )?;
         }
         Task::Bench { name } => bench::run(&name)?,
+        Task::DeviceCheck { dry_run } => device_check::run(dry_run)?,
         Task::Pipeline(args) => {
             pipeline::run(&pipeline::Options {
                 name: args.name,

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use feature_extract::augment::Augmenter;
+use feature_extract::augment::{Augmenter, Draw};
 use feature_extract::cache::AudioCache;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -66,6 +66,10 @@ pub struct CropBatch {
     pub global_len: usize,
     pub locals: Vec<f32>,
     pub local_len: usize,
+    /// With augmentation on the device: the draws of the global and local crops, in crop
+    /// order, to apply there (`feature_extract::augment_tch`); empty otherwise.
+    pub global_draws: Vec<Draw>,
+    pub local_draws: Vec<Draw>,
 }
 
 impl CropBatch {
@@ -81,6 +85,7 @@ pub struct CropSampler {
     augmenter: Option<Augmenter>,
     config: CropConfig,
     seed: u64,
+    augment_on_device: bool,
 }
 
 impl CropSampler {
@@ -95,11 +100,25 @@ impl CropSampler {
             augmenter,
             config,
             seed,
+            augment_on_device: false,
         }
+    }
+
+    /// Only draws the augmentation (and reads the noise) for each crop, leaving the
+    /// filtering and mixing to the training device: the same random streams, so the same
+    /// augmented crops as on the CPU.
+    pub fn with_augmentation_on_device(mut self, on_device: bool) -> Self {
+        self.augment_on_device = on_device;
+        self
     }
 
     pub fn cache(&self) -> &AudioCache {
         &self.cache
+    }
+
+    /// The augmenter, when crops are augmented on the CPU.
+    pub fn augmenter(&self) -> Option<&Augmenter> {
+        self.augmenter.as_ref()
     }
 
     /// Crop length in samples for a duration.
@@ -116,16 +135,33 @@ impl CropSampler {
         let b = items.len();
         let mut globals = vec![0.0; self.config.global_crops * b * gl];
         let mut locals = vec![0.0; self.config.local_crops * b * ll];
+        let drawn = self.augment_on_device && self.augmenter.is_some();
+        let none = || Draw {
+            rir: None,
+            noise: None,
+        };
+        let mut global_draws: Vec<Draw> = Vec::new();
+        let mut local_draws: Vec<Draw> = Vec::new();
+        if drawn {
+            global_draws.resize_with(self.config.global_crops * b, none);
+            local_draws.resize_with(self.config.local_crops * b, none);
+        }
         for (i, &(position, index)) in items.iter().enumerate() {
             let mut rng =
                 stage_kit::rng::stream(self.seed, &format!("crops/epoch{epoch}/item{position}"));
             for v in 0..self.config.global_crops {
-                let slot = (v * b + i) * gl;
-                self.view(index, &mut globals[slot..slot + gl], &mut rng)?;
+                let slot = v * b + i;
+                let draw = self.view(index, &mut globals[slot * gl..(slot + 1) * gl], &mut rng)?;
+                if let Some(draw) = draw {
+                    global_draws[slot] = draw;
+                }
             }
             for v in 0..self.config.local_crops {
-                let slot = (v * b + i) * ll;
-                self.view(index, &mut locals[slot..slot + ll], &mut rng)?;
+                let slot = v * b + i;
+                let draw = self.view(index, &mut locals[slot * ll..(slot + 1) * ll], &mut rng)?;
+                if let Some(draw) = draw {
+                    local_draws[slot] = draw;
+                }
             }
         }
         Ok(CropBatch {
@@ -135,11 +171,19 @@ impl CropSampler {
             global_len: gl,
             locals,
             local_len: ll,
+            global_draws,
+            local_draws,
         })
     }
 
-    /// Fills `out` with one augmented crop of cache entry `index`.
-    pub fn view(&self, index: usize, out: &mut [f32], rng: &mut ChaCha8Rng) -> Result<()> {
+    /// Fills `out` with one crop of cache entry `index`, augmented, or with augmentation on
+    /// the device returns its draw instead.
+    pub fn view(
+        &self,
+        index: usize,
+        out: &mut [f32],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Option<Draw>> {
         let len = out.len();
         let available = self.cache.entries()[index].length as usize;
         let samples = if available > len {
@@ -155,10 +199,14 @@ impl CropSampler {
                 *o = f32::from(*s);
             }
         }
-        if let Some(augmenter) = &self.augmenter {
-            augmenter.apply(out, rng)?;
+        match &self.augmenter {
+            Some(augmenter) if self.augment_on_device => Ok(Some(augmenter.draw(len, rng)?)),
+            Some(augmenter) => {
+                augmenter.apply(out, rng)?;
+                Ok(None)
+            }
+            None => Ok(None),
         }
-        Ok(())
     }
 }
 

@@ -156,6 +156,28 @@ pub struct Applied {
     pub noise: Option<(String, f64, Vec<usize>)>,
 }
 
+/// The random choices of one augmentation ([`Augmenter::draw`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draw {
+    /// RIR category (config order) and position among its RIRs ([`Augmenter::rir_taps`]).
+    pub rir: Option<(usize, usize)>,
+    /// The additive noise, when drawn.
+    pub noise: Option<NoiseDraw>,
+}
+
+/// Drawn additive noise: category, SNR, sources, and their sum cut to the crop's length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoiseDraw {
+    /// Noise category (config order).
+    pub category: usize,
+    /// Target SNR (dB).
+    pub snr_db: f64,
+    /// Noise cache entries summed.
+    pub entries: Vec<usize>,
+    /// The summed noise, as long as the crop.
+    pub signal: Vec<f32>,
+}
+
 /// Normalised RIR: `h / h[d]` with `d = argmax |h|`, and `d`.
 struct Rir {
     taps: Vec<f32>,
@@ -261,46 +283,90 @@ impl Augmenter {
         &self.config
     }
 
+    /// The noise cache (for its read statistics), when noise is configured.
+    pub fn noise_cache(&self) -> Option<&AudioCache> {
+        self.noise.as_ref()
+    }
+
     /// Augments `x` in place (any scale; noise is scaled to the drawn SNR).
     pub fn apply(&self, x: &mut [f32], rng: &mut ChaCha8Rng) -> Result<Applied> {
-        let mut applied = Applied {
+        let draw = self.draw(x.len(), rng)?;
+        Ok(self.apply_draw(x, &draw))
+    }
+
+    /// The random choices of one augmentation of a crop of `len` samples, with the noise
+    /// read and summed: all the CPU work of [`Augmenter::apply`] but the filtering and
+    /// mixing, which [`Augmenter::apply_draw`] or the batched tch path
+    /// ([`crate::augment_tch`]) do.
+    pub fn draw(&self, len: usize, rng: &mut ChaCha8Rng) -> Result<Draw> {
+        let mut draw = Draw {
             rir: None,
             noise: None,
         };
-        if x.is_empty() {
-            return Ok(applied);
+        if len == 0 {
+            return Ok(draw);
         }
         if rng.gen_bool(self.config.rir_prob) {
             let c = pick_weighted(rng, self.config.rir.iter().map(|c| c.weight));
-            let (entry, rir) = &self.rirs[c][rng.gen_range(0..self.rirs[c].len())];
-            let y = self.reverberate(x, rir);
-            x.copy_from_slice(&y);
-            applied.rir = Some((self.config.rir[c].group.clone(), *entry));
+            draw.rir = Some((c, rng.gen_range(0..self.rirs[c].len())));
         }
         if rng.gen_bool(self.config.noise_prob) {
             let c = pick_weighted(rng, self.config.noise.iter().map(|c| c.weight));
             let cat = &self.config.noise[c];
             let sources = rng.gen_range(cat.min_sources..=cat.max_sources);
-            let snr = rng.gen_range(cat.min_snr_db..=cat.max_snr_db);
+            let snr_db = rng.gen_range(cat.min_snr_db..=cat.max_snr_db);
             let cache = self.noise.as_ref().expect("checked at open");
-            let mut noise = vec![0.0f32; x.len()];
-            let mut used = Vec::with_capacity(sources);
+            let mut signal = vec![0.0f32; len];
+            let mut entries = Vec::with_capacity(sources);
             for _ in 0..sources {
                 let members = &self.noise_members[c];
                 let entry = members[rng.gen_range(0..members.len())];
-                add_crop(cache, entry, &mut noise, rng)?;
-                used.push(entry);
+                add_crop(cache, entry, &mut signal, rng)?;
+                entries.push(entry);
             }
-            let (px, pn) = (power(x), power(&noise));
+            draw.noise = Some(NoiseDraw {
+                category: c,
+                snr_db,
+                entries,
+                signal,
+            });
+        }
+        Ok(draw)
+    }
+
+    /// Applies a [`Draw`] made for `x`: reverberation, then the noise at the drawn SNR.
+    pub fn apply_draw(&self, x: &mut [f32], draw: &Draw) -> Applied {
+        let mut applied = Applied {
+            rir: None,
+            noise: None,
+        };
+        if let Some((c, i)) = draw.rir {
+            let (entry, rir) = &self.rirs[c][i];
+            let y = self.reverberate(x, rir);
+            x.copy_from_slice(&y);
+            applied.rir = Some((self.config.rir[c].group.clone(), *entry));
+        }
+        if let Some(noise) = &draw.noise {
+            let (px, pn) = (power(x), power(&noise.signal));
             if px > 0.0 && pn > 0.0 {
-                let scale = (px / (pn * 10f64.powf(snr / 10.0))).sqrt() as f32;
-                for (v, n) in x.iter_mut().zip(&noise) {
+                let scale = (px / (pn * 10f64.powf(noise.snr_db / 10.0))).sqrt() as f32;
+                for (v, n) in x.iter_mut().zip(&noise.signal) {
                     *v += scale * n;
                 }
             }
-            applied.noise = Some((cat.group.clone(), snr, used));
+            applied.noise = Some((
+                self.config.noise[noise.category].group.clone(),
+                noise.snr_db,
+                noise.entries.clone(),
+            ));
         }
-        Ok(applied)
+        applied
+    }
+
+    /// The normalised taps of RIR `i` of category `c` (as drawn) and their direct path.
+    pub fn rir_taps(&self, c: usize, i: usize) -> (&[f32], usize) {
+        let rir = &self.rirs[c][i].1;
+        (&rir.taps, rir.direct)
     }
 
     /// `x` convolved with the RIR, samples `d .. d + len(x)` (aligned on the direct path).

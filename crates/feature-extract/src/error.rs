@@ -30,6 +30,12 @@ impl Error {
         }
     }
 
+    /// Wraps an I/O error with the file it concerns.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+
     /// Wraps an HDF5 error with the file it concerns.
     pub fn hdf5(path: impl Into<PathBuf>) -> impl FnOnce(hdf5::Error) -> Self {
         let path = path.into();

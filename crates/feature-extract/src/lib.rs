@@ -3,7 +3,9 @@
 
 /// Waveform augmentation (MUSAN noise categories, RIR reverberation) from caches.
 pub mod augment;
-/// Packed HDF5 audio and fbank caches: readers, writer, merge.
+/// The same reverberation and noise mixing as batched tch operations (on the GPU in training).
+pub mod augment_tch;
+/// Packed HDF5 audio and fbank caches: schema, index, readers, writer, merge.
 pub mod cache;
 /// WAV/FLAC/AAC-in-MP4 decoding to mono, resampling.
 pub mod decode;
@@ -20,6 +22,11 @@ pub mod mp4;
 pub mod normalize;
 /// The `prepare` stage: manifests into resumable, sharded caches.
 pub mod prepare;
+/// The read path of the caches: lock-free positional reads of contiguous `/data` (schema 2),
+/// HDF5 reads behind one lock for schema 1, and their cost.
+pub mod rows;
+/// Generated speech, noise and RIR caches for benchmarks and device checks.
+pub mod synthetic;
 /// Kaldi `compute-vad` energy VAD and trimming.
 pub mod vad;
 

@@ -557,7 +557,7 @@ impl PartFiles {
         });
         if let Some(path) = &self.audio {
             stage_kit::write_atomically(path, |partial| {
-                let mut w = CacheWriter::<i16>::create(partial, CacheKind::Audio, 1, false)?;
+                let mut w = CacheWriter::<i16>::create(partial, CacheKind::Audio, 1)?;
                 for (id, group, audio, _) in kept.clone() {
                     let rows = ArrayView2::from_shape((audio.len(), 1), audio).expect("one column");
                     w.append(id, group, rows)?;
@@ -570,16 +570,14 @@ impl PartFiles {
                 let dim = config.fbank.num_mel_bins + usize::from(config.fbank.use_energy);
                 match config.fbank_dtype {
                     FbankDtype::F32 => {
-                        let mut w =
-                            CacheWriter::<f32>::create(partial, CacheKind::Fbank, dim, false)?;
+                        let mut w = CacheWriter::<f32>::create(partial, CacheKind::Fbank, dim)?;
                         for (id, group, _, feats) in kept.clone() {
                             w.append(id, group, feats.as_ref().expect("computed").view())?;
                         }
                         w.finish(config.sample_rate, json, &rejects)
                     }
                     FbankDtype::F16 => {
-                        let mut w =
-                            CacheWriter::<f16>::create(partial, CacheKind::Fbank, dim, false)?;
+                        let mut w = CacheWriter::<f16>::create(partial, CacheKind::Fbank, dim)?;
                         for (id, group, _, feats) in kept.clone() {
                             let half = feats.as_ref().expect("computed").mapv(f16::from_f32);
                             w.append(id, group, half.view())?;
@@ -596,17 +594,15 @@ impl PartFiles {
 /// An output with no utterances (every part empty), still a valid cache.
 fn write_empty(out: &Path, kind: CacheKind, config: &PrepareConfig, json: &str) -> Result<()> {
     stage_kit::write_atomically(out, |partial| match kind {
-        CacheKind::Audio => CacheWriter::<i16>::create(partial, kind, 1, true)?.finish(
-            config.sample_rate,
-            json,
-            &[],
-        ),
+        CacheKind::Audio => {
+            CacheWriter::<i16>::create(partial, kind, 1)?.finish(config.sample_rate, json, &[])
+        }
         CacheKind::Fbank => {
             let dim = config.fbank.num_mel_bins + usize::from(config.fbank.use_energy);
             match config.fbank_dtype {
-                FbankDtype::F32 => CacheWriter::<f32>::create(partial, kind, dim, true)?,
+                FbankDtype::F32 => CacheWriter::<f32>::create(partial, kind, dim)?,
                 FbankDtype::F16 => {
-                    return CacheWriter::<f16>::create(partial, kind, dim, true)?.finish(
+                    return CacheWriter::<f16>::create(partial, kind, dim)?.finish(
                         config.sample_rate,
                         json,
                         &[],

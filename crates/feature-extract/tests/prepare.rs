@@ -171,7 +171,7 @@ fn prepare_resumes_after_a_kill_shards_merge_and_h5py_reads_the_caches() {
     }
     assert_eq!(contents(&merged), reference);
 
-    // h5py reads the packed layout.
+    // h5py reads the packed, contiguous layout (schema 2).
     let script = r#"
 import sys, h5py, numpy as np
 a = h5py.File(sys.argv[1], "r"); f = h5py.File(sys.argv[2], "r")
@@ -182,7 +182,8 @@ x = a["data"][o:o + n, 0]
 fi = [s.decode() if isinstance(s, bytes) else s for s in f["utt_id"][:]].index(sys.argv[3])
 fo, fn = int(f["offset"][fi]), int(f["length"][fi])
 print(a.attrs["schema"], a.attrs["sample_rate"], len(ids), n, int(x.astype(np.int64).sum()),
-      f["data"].shape[1], fn, f["data"].compression)
+      f["data"].shape[1], fn, f["data"].compression, a["data"].chunks,
+      a["data"].id.get_offset() is not None)
 "#;
     let (id, _, samples, frames) = &reference[7];
     let out = stage_kit::reference::run_python(
@@ -198,7 +199,7 @@ print(a.attrs["schema"], a.attrs["sample_rate"], len(ids), n, int(x.astype(np.in
     assert_eq!(
         out.trim(),
         format!(
-            "audio-cache/1 16000 60 {} {sum} 64 {} gzip",
+            "audio-cache/2 16000 60 {} {sum} 64 {} None None True",
             samples.len(),
             frames.len() / 64
         )
