@@ -65,9 +65,9 @@ impl Splda {
             let mut ryy = Array2::<f64>::zeros((y_dim, y_dim));
             let mut c = Array2::<f64>::zeros((dim, y_dim));
             for (class, &size) in classes.sizes.iter().enumerate() {
-                if !covariance_of.contains_key(&size) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = covariance_of.entry(size) {
                     let l = Array2::eye(y_dim) + &vtwv * size as f64;
-                    covariance_of.insert(size, linalg::inverse(l.view(), "posterior precision")?);
+                    slot.insert(linalg::inverse(l.view(), "posterior precision")?);
                 }
                 let cov = &covariance_of[&size];
                 let f = first_order.row(class);
