@@ -125,10 +125,15 @@ enum Command {
         #[arg(long)]
         summary_json: Option<PathBuf>,
     },
-    /// Join manifests of scan shards (same corpus root), and optionally their rejects.
+    /// Join manifests of scan shards (same corpus root), and optionally their rejects; with
+    /// --join, manifests of different corpora (a training pool).
     Merge {
         #[arg(long, num_args = 1.., required = true)]
         manifests: Vec<PathBuf>,
+        /// The inputs are different corpora: join them under their roots' common folder,
+        /// prefixing the speakers of all but the first with their corpus folder.
+        #[arg(long)]
+        join: bool,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, num_args = 1.., requires = "rejects_out")]
@@ -193,6 +198,11 @@ enum ScanKind {
         #[arg(long, default_value = "train")]
         split: String,
     },
+    /// LibriSpeech: `[<subset>/]<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac`
+    /// (session: the chapter; split: the subset folder, else `train`).
+    Librispeech(ScanArgs),
+    /// CN-Celeb: `data/<speaker>/<genre>-<session>-<utt>.flac` (session: `<genre>-<session>`).
+    Cnceleb(ScanArgs),
     /// CREMA-D: `[AudioWAV/]1001_DFA_ANG_XX.wav`.
     CremaD(ScanArgs),
     /// IEMOCAP: Session1-5 with dialog/EmoEvaluation labels (4-class set by default).
@@ -246,6 +256,8 @@ impl ScanKind {
                 }),
                 args,
             ),
+            ScanKind::Librispeech(a) => (Layout::LibriSpeech, a),
+            ScanKind::Cnceleb(a) => (Layout::CnCeleb, a),
             ScanKind::CremaD(a) => (Layout::CremaD, a),
             ScanKind::Iemocap { args, all_emotions } => (Layout::Iemocap { all_emotions }, args),
             ScanKind::MspPodcast { args, all_emotions } => {
@@ -387,11 +399,16 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Merge {
             manifests,
+            join,
             out,
             rejects,
             rejects_out,
         } => {
-            let (merged, metadata) = data_manifest::merge::merge_manifests(&manifests)?;
+            let (merged, metadata) = if join {
+                data_manifest::merge::join_corpora(&manifests)?
+            } else {
+                data_manifest::merge::merge_manifests(&manifests)?
+            };
             merged.write_with_metadata(&out, &metadata)?;
             let mut text = format!(
                 "Merged {} manifests into {} ({} utterances)",

@@ -174,6 +174,86 @@ fn generic_components_and_regex() {
 }
 
 #[test]
+fn librispeech_chapters_are_sessions() {
+    let dir = common::wav_tree(&[
+        "train-clean-100/19/198/19-198-0000.flac",
+        "train-clean-100/19/198/19-198-0001.flac",
+        "train-clean-100/19/227/19-227-0000.flac",
+        "dev-clean/84/121123/84-121123-0000.flac",
+        "train-clean-100/19/198/20-198-0002.flac",
+        "train-clean-100/19/19-198-0003.flac",
+    ]);
+    common::write_text(
+        dir.path(),
+        "train-clean-100/19/198/19-198.trans.txt",
+        "0000 HELLO",
+    );
+    let o = run(Layout::LibriSpeech, dir.path());
+    let m = &o.manifest;
+    assert_eq!(
+        ids(m),
+        [
+            "84-121123-0000",
+            "19-198-0000",
+            "19-198-0001",
+            "19-227-0000"
+        ]
+    );
+    let u = find(m, "19-227-0000");
+    assert_eq!(
+        (u.speaker.as_deref(), u.session.as_deref(), u.split.as_str()),
+        (Some("19"), Some("227"), "train-clean-100")
+    );
+    assert_eq!(find(m, "84-121123-0000").split, "dev-clean");
+    let r = rejects(&o);
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert!(
+        r[1].1.contains("disagrees with its folders 19/198"),
+        "{r:?}"
+    );
+    assert!(r[0].1.starts_with("layout: expected"), "{r:?}");
+}
+
+#[test]
+fn cnceleb_genre_and_session() {
+    let dir = common::wav_tree(&[
+        "data/id00001/interview-01-001.flac",
+        "data/id00001/interview-01-002.flac",
+        "data/id00001/singing-02-001.flac",
+        "data/id00002/live_broadcast-01-010.flac",
+        "data/id00002/noname.flac",
+        "eval/test/id00800-singing-01-001.flac",
+    ]);
+    let o = run(Layout::CnCeleb, dir.path());
+    let m = &o.manifest;
+    assert_eq!(
+        ids(m),
+        [
+            "id00001/interview-01-001",
+            "id00001/interview-01-002",
+            "id00001/singing-02-001",
+            "id00002/live_broadcast-01-010"
+        ]
+    );
+    assert_eq!(
+        distinct(m.utterances.iter().map(|u| u.session.as_deref())),
+        ["interview-01", "live_broadcast-01", "singing-02"].into()
+    );
+    assert_eq!(
+        find(m, "id00002/live_broadcast-01-010").speaker.as_deref(),
+        Some("id00002")
+    );
+    let r = rejects(&o);
+    assert_eq!(
+        r,
+        [(
+            "data/id00002/noname.flac",
+            "layout: expected data/<speaker>/<genre>-<session>-<utterance>.flac"
+        )]
+    );
+}
+
+#[test]
 fn crema_d() {
     let dir = common::wav_tree(&[
         "AudioWAV/1001_DFA_ANG_XX.wav",

@@ -144,6 +144,7 @@ fn eer(checkpoint: &Path, out: &Path) -> f64 {
         trials: p.trials.clone(),
         mean_embeddings: None,
         cohort_embeddings: None,
+        plda: None,
     };
     sv::run(&inputs, &SvConfig::default(), &out.join("sv"))
         .unwrap()

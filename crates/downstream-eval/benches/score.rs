@@ -211,6 +211,7 @@ fn main() -> anyhow::Result<()> {
         trials: path("trials.parquet"),
         mean_embeddings: None,
         cohort_embeddings: None,
+        plda: None,
     };
     let (stage, report) = best_of(1, || sv::run(&inputs, &SvConfig::default(), &path("out")));
     report?;

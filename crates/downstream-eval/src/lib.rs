@@ -1,5 +1,5 @@
-//! Downstream evaluation of frozen utterance embeddings: speaker verification (cosine
-//! scoring, AS-norm, EER / minDCF, DET curves) and emotion recognition (classifiers on
+//! Downstream evaluation of frozen utterance embeddings: speaker verification (cosine or
+//! PLDA scoring, AS-norm, EER / minDCF, DET curves) and emotion recognition (classifiers on
 //! standardised embeddings with speaker-independent folds), each ending in a report; and
 //! baseline embeddings without learning (fbank statistics) to compare against.
 
@@ -7,6 +7,7 @@ pub mod baseline;
 pub mod emotion;
 pub mod error;
 pub mod inputs;
+pub mod plda;
 pub mod plot;
 pub mod report;
 pub mod sv;

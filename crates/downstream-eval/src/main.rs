@@ -8,7 +8,8 @@ use downstream_eval::baseline::{self, BaselineConfig, FeatureSource};
 use downstream_eval::emotion::classifier::ClassifierKind;
 use downstream_eval::emotion::folds::FoldSource;
 use downstream_eval::emotion::{self, EmotionConfig, EmotionInputs};
-use downstream_eval::sv::{self, SvConfig, SvInputs};
+use downstream_eval::plda::{self, PldaConfig, train::LabelSource};
+use downstream_eval::sv::{self, Backend, SvConfig, SvInputs};
 
 #[derive(Parser)]
 #[command(
@@ -26,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Cosine scoring of a trial list: EER, minDCF, DET curve, scores and report.
+    /// Cosine or PLDA scoring of a trial list: EER, minDCF, DET curve, scores and report.
     #[command(group(ArgGroup::new("input").required(true).args(["embeddings", "scores"])))]
     Sv {
         /// embeddings.h5 with every utterance of the trial list.
@@ -55,8 +56,35 @@ enum Command {
         /// AS-norm: number of highest cohort scores per utterance [default: 300].
         #[arg(long)]
         asnorm_top: Option<usize>,
-        /// TOML file with SvConfig keys (length_norm, asnorm_top, p_targets, c_miss, c_fa);
-        /// flags override it.
+        /// Scoring back-end [default: cosine].
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
+        /// PLDA model file (from `plda-train`), for `--backend plda`.
+        #[arg(long)]
+        plda: Option<PathBuf>,
+        /// TOML file with SvConfig keys (backend, length_norm, asnorm_top, p_targets, c_miss,
+        /// c_fa); flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Train a PLDA back-end (centring, optional LDA, whitening, length norm, SPLDA by EM)
+    /// on embeddings labelled by a manifest's speakers or by pseudo-labels.
+    #[command(group(ArgGroup::new("labels").required(true).args(["manifest", "pseudo_labels"])))]
+    PldaTrain {
+        /// embeddings.h5 of the training utterances.
+        #[arg(long)]
+        embeddings: PathBuf,
+        /// utterances.parquet whose `speaker` column labels the embeddings.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// pseudo_labels.parquet whose kept clusters label the embeddings.
+        #[arg(long)]
+        pseudo_labels: Option<PathBuf>,
+        /// The model file to write (JSON).
+        #[arg(long)]
+        out: PathBuf,
+        /// TOML file with PldaConfig keys (lda_dim, y_dim, iterations, length_norm,
+        /// min_class_size).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -148,10 +176,13 @@ fn main() -> anyhow::Result<()> {
             length_norm,
             cohort_embeddings,
             asnorm_top,
+            backend,
+            plda,
             config,
         } => {
             let mut config: SvConfig = stage_kit::config::read_or_default(config.as_deref())?;
             config.length_norm |= length_norm;
+            config.backend = backend.unwrap_or(config.backend);
             if let Some(top) = asnorm_top {
                 config.asnorm_top = top;
             }
@@ -161,8 +192,24 @@ fn main() -> anyhow::Result<()> {
                 trials,
                 mean_embeddings,
                 cohort_embeddings,
+                plda,
             };
             sv::run(&inputs, &config, &out_dir)?;
+        }
+        Command::PldaTrain {
+            embeddings,
+            manifest,
+            pseudo_labels,
+            out,
+            config,
+        } => {
+            let config: PldaConfig = stage_kit::config::read_or_default(config.as_deref())?;
+            let labels = match (manifest, pseudo_labels) {
+                (Some(path), _) => LabelSource::Manifest(path),
+                (None, Some(path)) => LabelSource::PseudoLabels(path),
+                (None, None) => unreachable!("clap requires one label source"),
+            };
+            plda::train::run(&embeddings, &labels, &config, &out)?;
         }
         Command::Emotion {
             embeddings,

@@ -1,8 +1,9 @@
-//! Clean-up of the clusters before they become training labels. Every utterance goes to its
-//! most cosine-similar final centroid; it is dropped when that similarity is below
-//! `min_similarity` or when the second most similar centroid comes within `min_margin`
-//! (ambiguous); then clusters left with fewer than `min_cluster_size` members are dropped
-//! whole. Surviving clusters are renumbered 0.. by decreasing size, so kept labels are
+//! Clean-up of the clusters before they become training labels. After cosine merging every
+//! utterance goes to its most cosine-similar final centroid; it is dropped when that
+//! similarity is below `min_similarity` or when the second most similar centroid comes
+//! within `min_margin` (ambiguous). After PLDA-AHC an utterance is dropped when its
+//! posterior for its cluster is below the minimum. Then clusters left with fewer than
+//! `min_cluster_size` members are dropped whole. Surviving clusters are renumbered 0.. by decreasing size, so kept labels are
 //! exactly `0..clusters_after`; dropped clusters follow them.
 
 use serde::Serialize;
@@ -15,6 +16,24 @@ pub struct Rules {
     pub min_cluster_size: usize,
     pub min_similarity: f32,
     pub min_margin: f32,
+}
+
+/// One utterance's cluster (before renumbering), similarity to its centroid, and whether it
+/// passes the member rules (and, if not, which one it fails).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judged {
+    pub cluster: u32,
+    pub similarity: f32,
+    pub verdict: Verdict,
+}
+
+/// The member rule an utterance fails, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    LowSimilarity,
+    Ambiguous,
+    LowPosterior,
 }
 
 /// The pseudo-label of one utterance.
@@ -35,6 +54,8 @@ pub struct CleanupSummary {
     pub clusters_after: usize,
     pub dropped_low_similarity: usize,
     pub dropped_ambiguous: usize,
+    /// Utterances whose PLDA posterior for their cluster is too low (PLDA-AHC only).
+    pub dropped_low_posterior: usize,
     /// Utterances that passed both member rules but whose cluster was too small.
     pub dropped_small_cluster: usize,
     pub kept: usize,
@@ -54,25 +75,53 @@ pub fn clean_up(
     clusters: usize,
     rules: &Rules,
 ) -> (Vec<Member>, CleanupSummary) {
+    finish(
+        &judge_cosine(assignments, rules),
+        clusters,
+        rules.min_cluster_size,
+    )
+}
+
+/// The cosine member rules: similarity to the nearest centroid and margin to the second.
+pub fn judge_cosine(assignments: &[TopTwo], rules: &Rules) -> Vec<Judged> {
     let cosine = |d: f32| 1.0 - d / 2.0;
-    let mut passes = vec![false; assignments.len()];
-    let (mut low, mut ambiguous) = (0, 0);
+    assignments
+        .iter()
+        .map(|a| {
+            let similarity = cosine(a.best_distance);
+            let verdict = if similarity < rules.min_similarity {
+                Verdict::LowSimilarity
+            } else if similarity - cosine(a.second_distance) < rules.min_margin {
+                Verdict::Ambiguous
+            } else {
+                Verdict::Pass
+            };
+            Judged {
+                cluster: a.best,
+                similarity,
+                verdict,
+            }
+        })
+        .collect()
+}
+
+/// Drops clusters with fewer than `min_cluster_size` passing members and numbers the rest
+/// (see the module documentation).
+pub fn finish(
+    judged: &[Judged],
+    clusters: usize,
+    min_cluster_size: usize,
+) -> (Vec<Member>, CleanupSummary) {
     let mut assigned = vec![0usize; clusters];
     let mut surviving = vec![0usize; clusters];
-    for (i, a) in assignments.iter().enumerate() {
-        let similarity = cosine(a.best_distance);
-        let margin = similarity - cosine(a.second_distance);
-        assigned[a.best as usize] += 1;
-        if similarity < rules.min_similarity {
-            low += 1;
-        } else if margin < rules.min_margin {
-            ambiguous += 1;
-        } else {
-            passes[i] = true;
-            surviving[a.best as usize] += 1;
+    let count = |v: Verdict| judged.iter().filter(|j| j.verdict == v).count();
+    for j in judged {
+        assigned[j.cluster as usize] += 1;
+        if j.verdict == Verdict::Pass {
+            surviving[j.cluster as usize] += 1;
         }
     }
-    let survives = |c: usize| surviving[c] > 0 && surviving[c] >= rules.min_cluster_size;
+    let survives = |c: usize| surviving[c] > 0 && surviving[c] >= min_cluster_size;
 
     // Surviving clusters first by kept size, then dropped ones by size; ties by index.
     let mut order: Vec<usize> = (0..clusters).filter(|&c| assigned[c] > 0).collect();
@@ -90,18 +139,18 @@ pub fn clean_up(
     }
 
     let mut dropped_small_cluster = 0;
-    let members: Vec<Member> = assignments
+    let members: Vec<Member> = judged
         .iter()
-        .zip(&passes)
-        .map(|(a, &passes)| {
-            let c = a.best as usize;
+        .map(|j| {
+            let c = j.cluster as usize;
+            let passes = j.verdict == Verdict::Pass;
             let kept = passes && survives(c);
             if passes && !kept {
                 dropped_small_cluster += 1;
             }
             Member {
                 cluster: number[c],
-                similarity: cosine(a.best_distance),
+                similarity: j.similarity,
                 kept,
             }
         })
@@ -111,8 +160,9 @@ pub fn clean_up(
     let summary = CleanupSummary {
         clusters_before: order.len(),
         clusters_after,
-        dropped_low_similarity: low,
-        dropped_ambiguous: ambiguous,
+        dropped_low_similarity: count(Verdict::LowSimilarity),
+        dropped_ambiguous: count(Verdict::Ambiguous),
+        dropped_low_posterior: count(Verdict::LowPosterior),
         dropped_small_cluster,
         kept,
         kept_share: if members.is_empty() {

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::plda_ahc::PldaAhcConfig;
 
 /// How pseudo-labels are made from embeddings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +37,10 @@ pub struct ClusterConfig {
     pub device: DeviceChoice,
     /// Merge k-means clusters whose centroids are more cosine-similar than `merge_threshold`.
     pub merge: bool,
+    /// After cosine merging: stop (`cosine`), or go on with PLDA-AHC (`plda`, `ssl.v1`).
+    pub method: Method,
+    /// PLDA-AHC settings, used when `method = "plda"`.
+    pub plda: PldaAhcConfig,
     /// Cosine similarity above which two cluster centroids are merged (`ssl.v1`: 0.8).
     pub merge_threshold: f32,
     /// Clusters with fewer kept members than this are dropped.
@@ -66,6 +71,8 @@ impl Default for ClusterConfig {
             backend: Backend::Batched,
             device: DeviceChoice::Auto,
             merge: true,
+            method: Method::Cosine,
+            plda: PldaAhcConfig::default(),
             merge_threshold: 0.8,
             min_cluster_size: 3,
             min_similarity: 0.3,
@@ -74,6 +81,16 @@ impl Default for ClusterConfig {
             seed: 0,
         }
     }
+}
+
+/// How clusters are merged after k-means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Agglomerative merging of centroids by cosine similarity, then the cosine clean-up.
+    Cosine,
+    /// Cosine merging, then PLDA-AHC and the posterior clean-up.
+    Plda,
 }
 
 /// Initial centroids of a k-means restart.
@@ -196,6 +213,22 @@ impl ClusterConfig {
                 self.min_margin
             ));
         }
+        let p = &self.plda;
+        if p.min_train_size < 2 || p.min_train_size > p.max_train_size {
+            return fail(format!(
+                "plda.min_train_size must be at least 2 and at most plda.max_train_size, got {} and {}",
+                p.min_train_size, p.max_train_size
+            ));
+        }
+        if p.y_dim == 0 || p.iterations == 0 || p.passes == 0 || !p.threshold.is_finite() {
+            return fail("plda.y_dim, plda.iterations and plda.passes must be at least 1, plda.threshold finite".to_owned());
+        }
+        if !(0.0..=1.0).contains(&p.min_posterior) {
+            return fail(format!(
+                "plda.min_posterior must be in [0, 1], got {}",
+                p.min_posterior
+            ));
+        }
         if !(0.0..=1.0).contains(&self.max_reject_share) {
             return fail(format!(
                 "max_reject_share must be in [0, 1], got {}",
@@ -225,8 +258,18 @@ mod tests {
         let text = toml::to_string(&config).unwrap();
         assert_eq!(toml::from_str::<ClusterConfig>(&text).unwrap(), config);
 
-        let partial: ClusterConfig =
-            toml::from_str("k = 40\ninit = \"kmeans++\"\nbackend = \"linfa\"").unwrap();
+        let partial: ClusterConfig = toml::from_str(
+            "k = 40\ninit = \"kmeans++\"\nbackend = \"linfa\"\nmethod = \"plda\"\n[plda]\nthreshold = 5.0",
+        )
+        .unwrap();
+        assert_eq!(partial.method, Method::Plda);
+        assert_eq!(partial.plda.threshold, 5.0);
+        assert_eq!(partial.plda.max_train_size, 50);
+        let err = toml::from_str::<ClusterConfig>("[plda]\nthreshhold = 1.0").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `threshhold`"),
+            "{err}"
+        );
         assert_eq!(partial.k, Some(40));
         assert_eq!(partial.init, Init::KMeansPlusPlus);
         assert_eq!(partial.backend, Backend::Linfa);

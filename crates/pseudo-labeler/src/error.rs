@@ -29,6 +29,8 @@ pub enum Error {
     Linfa(String),
     #[error("PCA: eigendecomposition of the covariance failed: {0}")]
     Pca(String),
+    #[error("PLDA-AHC: {0}")]
+    Plda(String),
 }
 
 /// Result of the pseudo-labeler library.

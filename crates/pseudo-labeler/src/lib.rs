@@ -1,7 +1,8 @@
 //! Speaker pseudo-labels from utterance embeddings, the clustering half of the iterative
 //! pseudo-labelling rounds (DINO embeddings -> clusters -> supervised fine-tuning -> ...):
 //! length normalisation and PCA, k-means at VoxCeleb scale, agglomerative merging of the
-//! k-means centroids, and clean-up of unreliable members and tiny clusters.
+//! k-means centroids (by cosine, then optionally by PLDA scores), and clean-up of
+//! unreliable members and tiny clusters.
 
 /// Dropping unreliable members and tiny clusters; final cluster numbering.
 pub mod cleanup;
@@ -21,6 +22,8 @@ pub mod nearest;
 pub mod pca;
 /// The `cluster` stage end to end, in memory and on files.
 pub mod pipeline;
+/// PLDA-based merging of the cosine clusters and member posteriors (`ssl.v1`).
+pub mod plda_ahc;
 /// Screening of unusable embeddings and length normalisation.
 pub mod preprocess;
 /// `cluster_report.json`.

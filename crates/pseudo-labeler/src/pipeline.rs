@@ -10,17 +10,19 @@ use data_manifest::{PseudoLabel, PseudoLabels, UtteranceManifest};
 use feature_extract::Embeddings;
 use ndarray::Axis;
 
-use crate::cleanup::{self, Rules};
-use crate::config::{Backend, ClusterConfig};
+use crate::cleanup::{self, Judged, Rules, Verdict};
+use crate::config::{Backend, ClusterConfig, Method};
 use crate::error::{Error, Result};
 use crate::kmeans::{self, Batched, KMeansBackend, LinfaReference, Settings};
 use crate::merge::merge_clusters;
 use crate::metrics::agreement;
 use crate::nearest::Compute;
 use crate::pca::Pca;
+use crate::plda_ahc::{plda_ahc, unit_centroids};
 use crate::preprocess::{normalize_rows, screen};
 use crate::report::{
-    ClusterReport, Diagnostics, InputSummary, KMeansSummary, SCHEMA, SizeHistograms, size_histogram,
+    ClusterReport, Diagnostics, InputSummary, KMeansSummary, SCHEMA, SizeHistograms, StepAgreement,
+    size_histogram,
 };
 
 /// The pseudo-labels inside the output folder.
@@ -214,13 +216,54 @@ pub fn pseudo_label(
         merged.summary.clusters_after,
         merged.summary.rounds
     );
-    let assignments = engine.nearest_two(merged.centroids.view())?;
+    let cosine_labels: Vec<u32> = clustering
+        .labels
+        .iter()
+        .map(|&l| merged.cluster_of[l as usize])
+        .collect();
     let rules = Rules {
         min_cluster_size: config.min_cluster_size,
         min_similarity: config.min_similarity,
         min_margin: config.min_margin,
     };
-    let (members, cleanup) = cleanup::clean_up(&assignments, merged.centroids.nrows(), &rules);
+    let (plda, (members, cleanup)) = match config.method {
+        Method::Cosine => {
+            let assignments = engine.nearest_two(merged.centroids.view())?;
+            let outcome = cleanup::clean_up(&assignments, merged.centroids.nrows(), &rules);
+            (None, outcome)
+        }
+        Method::Plda => {
+            let plda = plda_ahc(points.view(), &cosine_labels, &config.plda)?;
+            tracing::info!(
+                "PLDA-AHC: PLDA trained on {} clusters ({} utterances); {} -> {} clusters in {} round(s); {} below posterior {}",
+                plda.summary.training_clusters,
+                plda.summary.training_utterances,
+                plda.summary.clusters_before,
+                plda.summary.clusters_after,
+                plda.summary.rounds,
+                plda.summary.low_posterior,
+                config.plda.min_posterior
+            );
+            let clusters = plda.summary.clusters_after;
+            let centroids = unit_centroids(points.view(), &plda.labels, clusters);
+            let judged: Vec<Judged> = points
+                .rows()
+                .into_iter()
+                .zip(plda.labels.iter().zip(&plda.posterior))
+                .map(|(row, (&cluster, &posterior))| Judged {
+                    cluster,
+                    similarity: row.dot(&centroids.row(cluster as usize)),
+                    verdict: if posterior < config.plda.min_posterior {
+                        Verdict::LowPosterior
+                    } else {
+                        Verdict::Pass
+                    },
+                })
+                .collect();
+            let outcome = cleanup::finish(&judged, clusters, config.min_cluster_size);
+            (Some(plda), outcome)
+        }
+    };
     tracing::info!(
         "clean-up: {} -> {} clusters, {} of {} utterances kept ({:.1} %)",
         cleanup.clusters_before,
@@ -240,30 +283,44 @@ pub fn pseudo_label(
             );
             return None;
         }
+        let mut steps: Vec<(&'static str, Vec<i64>)> = vec![
+            (
+                "kmeans",
+                clustering.labels.iter().map(|&l| i64::from(l)).collect(),
+            ),
+            (
+                "cosine_ahc",
+                cosine_labels.iter().map(|&l| i64::from(l)).collect(),
+            ),
+        ];
+        if let Some(plda) = &plda {
+            steps.push((
+                "plda_ahc",
+                plda.labels.iter().map(|&l| i64::from(l)).collect(),
+            ));
+        }
         Some(diagnose(
             speakers.source,
             &known,
             &labelled(&usable, &embeddings.utt_ids, speakers.sessions),
-            &clustering.labels,
+            &steps,
             &members,
         ))
     });
     if let Some(d) = &diagnostics {
-        tracing::info!(
-            "against true speakers: k-means NMI {:.4}; final NMI {:.4}, ARI {:.4}, purity {:.4}; kept NMI {:.4}, purity {:.4}",
-            d.kmeans.nmi,
-            d.assigned.nmi,
-            d.assigned.ari,
-            d.assigned.purity,
-            d.kept.nmi,
-            d.kept.purity
-        );
-        if let Some(sessions) = &d.kmeans_sessions {
+        for step in &d.steps {
             tracing::info!(
-                "against recording sessions: k-means NMI {:.4}, purity {:.4} ({} sessions)",
-                sessions.nmi,
-                sessions.purity,
-                sessions.classes
+                "{}: against true speakers NMI {:.4}, purity {:.4}, {} clusters{}",
+                step.step,
+                step.speakers.nmi,
+                step.speakers.purity,
+                step.speakers.clusters,
+                step.sessions
+                    .map(|s| format!(
+                        "; against sessions NMI {:.4}, purity {:.4}",
+                        s.nmi, s.purity
+                    ))
+                    .unwrap_or_default()
             );
         }
     }
@@ -295,6 +352,7 @@ pub fn pseudo_label(
             seconds: kmeans_seconds,
         },
         merge: merged.summary,
+        plda: plda.map(|p| p.summary),
         size_histogram: SizeHistograms {
             before_cleanup: size_histogram(&cleanup.sizes_before),
             after_cleanup: size_histogram(&cleanup.sizes_after),
@@ -321,13 +379,14 @@ fn labelled<'t>(
 }
 
 /// Agreement with the true speakers of the `known` utterances (position among the
-/// clustered ones, speaker) for the k-means labels, the final clusters, and the kept ones;
-/// and of the k-means labels with the recording `sessions` (position, session), if any.
+/// clustered ones, speaker), and with the recording `sessions` (position, session) if any,
+/// of the labels after each step of the recipe (`steps`, k-means first; labels by position)
+/// and of the final clusters, all and kept.
 fn diagnose(
     manifest: &Path,
     known: &[(usize, &str)],
     sessions: &[(usize, &str)],
-    kmeans_labels: &[u32],
+    steps: &[(&'static str, Vec<i64>)],
     members: &[cleanup::Member],
 ) -> Diagnostics {
     let compare = |items: &[(usize, &str)], cluster: &dyn Fn(usize) -> i64| {
@@ -340,14 +399,37 @@ fn diagnose(
         .copied()
         .filter(|&(p, _)| members[p].kept)
         .collect();
+    let kept_sessions: Vec<(usize, &str)> = sessions
+        .iter()
+        .copied()
+        .filter(|&(p, _)| members[p].kept)
+        .collect();
+    let final_labels: Vec<i64> = members.iter().map(|m| m.cluster).collect();
+    let step = |name: &'static str,
+                labels: &[i64],
+                known: &[(usize, &str)],
+                sessions: &[(usize, &str)]| {
+        StepAgreement {
+            step: name,
+            speakers: compare(known, &|p| labels[p]),
+            sessions: (!sessions.is_empty()).then(|| compare(sessions, &|p| labels[p])),
+        }
+    };
+    let mut agreements: Vec<StepAgreement> = steps
+        .iter()
+        .map(|(name, labels)| step(name, labels, known, sessions))
+        .collect();
+    agreements.push(step("assigned", &final_labels, known, sessions));
+    agreements.push(step("kept", &final_labels, &kept, &kept_sessions));
+    let kmeans = &steps[0].1;
     Diagnostics {
         manifest: manifest.display().to_string(),
         utterances_with_speaker: known.len(),
-        kmeans: compare(known, &|p| i64::from(kmeans_labels[p])),
+        kmeans: compare(known, &|p| kmeans[p]),
         assigned: compare(known, &|p| members[p].cluster),
         kept: compare(&kept, &|p| members[p].cluster),
-        kmeans_sessions: (!sessions.is_empty())
-            .then(|| compare(sessions, &|p| i64::from(kmeans_labels[p]))),
+        kmeans_sessions: (!sessions.is_empty()).then(|| compare(sessions, &|p| kmeans[p])),
+        steps: agreements,
     }
 }
 
@@ -486,6 +568,77 @@ mod tests {
         let json = serde_json::to_value(report).unwrap();
         assert_eq!(json["config"]["merge_threshold"], 0.8f32 as f64);
         assert!(json["pca"]["components"].as_u64().unwrap() <= 32);
+    }
+
+    /// Planted speakers with a strong shared within-speaker direction: k-means splits each
+    /// speaker along it, cosine merging cannot join the parts, PLDA-AHC does (one pass of
+    /// the recipe part of the way, passes that retrain on the merged clusters all of it).
+    #[test]
+    fn plda_ahc_joins_what_cosine_merging_cannot() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let (vectors, truth) =
+            crate::synthetic::anisotropic_speakers(16, 40, 24, (2, 2.5), 0.15, &mut rng);
+        let utt_ids: Vec<String> = (0..vectors.nrows()).map(|i| format!("utt{i:05}")).collect();
+        let by_utterance: HashMap<String, String> = utt_ids
+            .iter()
+            .zip(&truth)
+            .map(|(id, s)| (id.clone(), format!("spk{s}")))
+            .collect();
+        let embeddings = Embeddings {
+            utt_ids,
+            vectors,
+            description: "anisotropic speakers".to_owned(),
+        };
+        let run = |method: Method, passes: usize| {
+            let mut config = ClusterConfig {
+                device: crate::config::DeviceChoice::Cpu,
+                method,
+                ..ClusterConfig::default()
+            };
+            config.plda.passes = passes;
+            let speakers = Speakers {
+                source: Path::new("truth.parquet"),
+                by_utterance: &by_utterance,
+                sessions: &HashMap::new(),
+            };
+            let report = pseudo_label(&embeddings, Path::new("e.h5"), Some(speakers), &config)
+                .unwrap()
+                .report;
+            let d = report.diagnostics.as_ref().unwrap();
+            let steps: Vec<(&str, f64)> =
+                d.steps.iter().map(|s| (s.step, s.speakers.nmi)).collect();
+            eprintln!(
+                "{method:?}, {passes} pass(es): NMI after each step {steps:?}; {:?}",
+                report.plda
+            );
+            (d.assigned.nmi, report)
+        };
+        let (cosine, _) = run(Method::Cosine, 1);
+        let (one_pass, _) = run(Method::Plda, 1);
+        let (plda, report) = run(Method::Plda, 3);
+        assert!(cosine < 0.9, "cosine merging NMI {cosine}");
+        assert!(
+            one_pass > cosine + 0.03,
+            "one PLDA-AHC pass: NMI {one_pass} vs cosine {cosine}"
+        );
+        assert!(plda > 0.95, "PLDA-AHC NMI {plda}");
+        let summary = report.plda.unwrap();
+        assert!(
+            summary.clusters_after < summary.clusters_before / 2,
+            "{summary:?}"
+        );
+        assert!(report.cleanup.kept_share > 0.8, "{:?}", report.cleanup);
+        let steps: Vec<&str> = report
+            .diagnostics
+            .unwrap()
+            .steps
+            .iter()
+            .map(|s| s.step)
+            .collect();
+        assert_eq!(
+            steps,
+            ["kmeans", "cosine_ahc", "plda_ahc", "assigned", "kept"]
+        );
     }
 
     #[test]

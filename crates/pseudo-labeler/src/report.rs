@@ -10,6 +10,7 @@ use crate::kmeans::Restart;
 use crate::merge::MergeSummary;
 use crate::metrics::Agreement;
 use crate::pca::PcaSummary;
+use crate::plda_ahc::PldaAhcSummary;
 use crate::preprocess::Rejected;
 
 /// Schema tag of the report.
@@ -25,6 +26,8 @@ pub struct ClusterReport {
     pub pca: Option<PcaSummary>,
     pub kmeans: KMeansSummary,
     pub merge: MergeSummary,
+    /// PLDA-AHC, when the method is `plda`.
+    pub plda: Option<PldaAhcSummary>,
     pub cleanup: CleanupSummary,
     pub size_histogram: SizeHistograms,
     /// Agreement with the true speakers, when a manifest with speakers was given.
@@ -95,6 +98,17 @@ pub struct Diagnostics {
     /// manifest has them. Agreement above that with the speakers means the clusters split
     /// speakers by recording condition, which merging has to undo.
     pub kmeans_sessions: Option<Agreement>,
+    /// Agreement after every step (`kmeans`, `cosine_ahc`, `plda_ahc`, `assigned`, `kept`),
+    /// so one can see which step joins (or splits) a speaker's sessions.
+    pub steps: Vec<StepAgreement>,
+}
+
+/// Agreement of one step's clusters with the speakers and with the recording sessions.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepAgreement {
+    pub step: &'static str,
+    pub speakers: Agreement,
+    pub sessions: Option<Agreement>,
 }
 
 /// Histogram of cluster sizes in power-of-two bins: 1, 2, 3-4, 5-8, 9-16, ...

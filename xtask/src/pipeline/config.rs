@@ -15,8 +15,8 @@ use crate::fixture;
 pub struct PipelineFile {
     pub pipeline: PipelineSection,
     pub corpora: BTreeMap<String, CorpusSpec>,
-    /// The unlabelled training set.
-    pub train: DataRef,
+    /// The unlabelled training set: one data reference, or several (`[[train]]`) joined.
+    pub train: TrainSets,
     /// Speaker-verification evaluations.
     #[serde(default)]
     pub sv: Vec<SvSet>,
@@ -92,6 +92,78 @@ pub struct CorpusSpec {
     /// Evaluations on an optional corpus are dropped when it is absent.
     #[serde(default)]
     pub optional: bool,
+    /// `generic` scanner: path component holding the speaker (0-based; negative counts from
+    /// the end).
+    pub speaker_component: Option<i32>,
+    /// `generic` scanner: path component holding the session.
+    pub session_component: Option<i32>,
+    /// `generic` scanner: regex on the relative path with named groups (utt, speaker,
+    /// session, split, emotion, fold).
+    pub regex: Option<String>,
+}
+
+impl CorpusSpec {
+    /// The `generic` scanner's flags that this corpus's options give.
+    pub fn scanner_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for (flag, value) in [
+            (
+                "--speaker-component",
+                self.speaker_component.map(|c| c.to_string()),
+            ),
+            (
+                "--session-component",
+                self.session_component.map(|c| c.to_string()),
+            ),
+            ("--regex", self.regex.clone()),
+        ] {
+            if let Some(value) = value {
+                args.push(flag.to_owned());
+                args.push(value);
+            }
+        }
+        args
+    }
+}
+
+/// The training data: `[train]` with one data reference, or `[[train]]` with several, whose
+/// manifests and audio caches are joined into one training set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TrainSets {
+    One(DataRef),
+    Joined(Vec<DataRef>),
+}
+
+/// Corpus name of the joined training set (`scan/joined-train.parquet`, ...).
+pub const JOINED_TRAIN: &str = "joined-train";
+
+impl TrainSets {
+    /// The data references that are scanned and prepared.
+    pub fn parts(&self) -> &[DataRef] {
+        match self {
+            TrainSets::One(data) => std::slice::from_ref(data),
+            TrainSets::Joined(parts) => parts,
+        }
+    }
+
+    /// Whether several parts are joined.
+    pub fn is_joined(&self) -> bool {
+        self.parts().len() > 1
+    }
+
+    /// The data reference training, embedding and clustering read: the only part, or the
+    /// join of all of them.
+    pub fn data(&self) -> DataRef {
+        match self.parts() {
+            [one] => one.clone(),
+            _ => DataRef {
+                corpus: JOINED_TRAIN.to_owned(),
+                part: None,
+                split: None,
+            },
+        }
+    }
 }
 
 /// A part of a corpus: `part` selects a sub-corpus (the fixture's `speech`, `emotion`, ...),
@@ -173,7 +245,22 @@ impl PipelineFile {
         Ok((name, file))
     }
 
-    fn check_references(&self) -> anyhow::Result<()> {
+    pub(crate) fn check_references(&self) -> anyhow::Result<()> {
+        if self.train.parts().is_empty() {
+            bail!("[[train]] lists no data reference");
+        }
+        if self.corpora.contains_key(JOINED_TRAIN) {
+            bail!("{JOINED_TRAIN:?} names the joined training set; give the corpus another name");
+        }
+        for (name, spec) in &self.corpora {
+            if spec.kind != "generic" && !spec.scanner_args().is_empty() {
+                bail!(
+                    "[corpora.{name}]: speaker_component, session_component and regex are \
+                     options of the generic scanner, not of {:?}",
+                    spec.kind
+                );
+            }
+        }
         for data in self.data_refs() {
             if !self.corpora.contains_key(&data.corpus) {
                 bail!(
@@ -206,7 +293,7 @@ impl PipelineFile {
 
     /// Every data reference, training first.
     pub fn data_refs(&self) -> Vec<&DataRef> {
-        let mut refs = vec![&self.train];
+        let mut refs: Vec<&DataRef> = self.train.parts().iter().collect();
         refs.extend(self.sv.iter().map(|s| &s.data));
         refs.extend(self.emotion.iter().map(|e| &e.data));
         if let Some(a) = &self.augment {

@@ -142,7 +142,9 @@ pub fn build(
             );
         }
         stages.push(p.embed(&suffix, &model));
-        stages.push(p.eval_sv(&suffix));
+        // PLDA rows need pseudo-labels: those of the round's own clustering.
+        let labels = (round > 0).then(|| format!("cluster-r{round}"));
+        stages.push(p.eval_sv(&suffix, labels.as_deref()));
         if !file.emotion.is_empty() {
             stages.push(p.eval_emotion(&suffix));
         }
@@ -225,9 +227,14 @@ impl Planner<'_> {
         self.dir("prepare").join(format!("{}.h5", Self::key(data)))
     }
 
+    /// The training set (joined when `[[train]]` lists several parts).
+    fn train(&self) -> DataRef {
+        self.file.train.data()
+    }
+
     /// Every data reference whose audio is embedded or trained on, once, training set first.
     fn speech_sets(&self) -> Vec<DataRef> {
-        let mut sets = vec![self.file.train.clone()];
+        let mut sets = vec![self.train()];
         for data in self
             .file
             .sv
@@ -275,6 +282,9 @@ impl Planner<'_> {
                 if let Some(part) = &data.part {
                     cmd = cmd.arg("--part").arg(part);
                 }
+                for arg in spec.scanner_args() {
+                    cmd = cmd.arg(arg);
+                }
                 let cmd = cmd
                     .path("--root", root)
                     .path("--out", &self.manifest(&base))
@@ -300,6 +310,19 @@ impl Planner<'_> {
                 }
             }
             stage.outputs.push(self.manifest(&base));
+        }
+        if self.file.train.is_joined() {
+            let mut cmd = self
+                .bin("data-manifest")
+                .arg("merge")
+                .arg("--join")
+                .arg("--manifests");
+            for part in self.file.train.parts() {
+                cmd = cmd.arg(self.manifest(part).display().to_string());
+            }
+            let out = self.manifest(&self.train());
+            stage.commands.push(cmd.path("--out", &out).0);
+            stage.outputs.push(out);
         }
         for set in &self.file.sv {
             let out = dir.join(format!("{}.trials.parquet", set.name));
@@ -362,7 +385,10 @@ impl Planner<'_> {
         }
         stage.metrics.push((
             "train".to_owned(),
-            dir.join(format!("{}.summary.json", Self::scan_key(&self.file.train))),
+            dir.join(format!(
+                "{}.summary.json",
+                Self::scan_key(&self.file.train.parts()[0])
+            )),
         ));
         stage.outputs.sort();
         stage.outputs.dedup();
@@ -375,10 +401,14 @@ impl Planner<'_> {
         stage.config = Some(self.file.prepare.clone());
         stage.config_of = Some(("prepare", "prepare"));
         let config = dir.join("config.toml");
-        // Per set: speech as [pipeline] vad says, augmentation never trimmed; RIRs keep their
-        // first microphone (Kaldi's recipes), everything else is averaged.
-        let mut sets: Vec<(DataRef, bool, &str)> = self
-            .speech_sets()
+        // A joined training set is prepared part by part, then its caches are concatenated.
+        let mut speech = self.file.train.parts().to_vec();
+        for data in self.speech_sets().into_iter().skip(1) {
+            if !speech.contains(&data) {
+                speech.push(data);
+            }
+        }
+        let mut sets: Vec<(DataRef, bool, &str)> = speech
             .into_iter()
             .map(|d| (d, self.file.pipeline.vad, "mean"))
             .collect();
@@ -403,9 +433,23 @@ impl Planner<'_> {
             stage.commands.push(cmd.0);
             stage.outputs.push(self.cache(&data));
         }
+        if self.file.train.is_joined() {
+            let mut cmd = self
+                .bin("feature-extract")
+                .arg("merge")
+                .path("--output", &self.cache(&self.train()));
+            for part in self.file.train.parts() {
+                cmd = cmd.arg(self.cache(part).display().to_string());
+            }
+            stage.commands.push(cmd.0);
+            stage.outputs.push(self.cache(&self.train()));
+        }
         stage.metrics.push((
             "train".to_owned(),
-            dir.join(format!("{}.summary.json", Self::key(&self.file.train))),
+            dir.join(format!(
+                "{}.summary.json",
+                Self::key(&self.file.train.parts()[0])
+            )),
         ));
         stage
     }
@@ -513,7 +557,7 @@ impl Planner<'_> {
             "pretrain",
             &["scan", "prepare"],
             &self.file.pretrain,
-            |cmd| cmd.path("--manifest", &self.manifest(&self.file.train)),
+            |cmd| cmd.path("--manifest", &self.manifest(&self.train())),
         )
     }
 
@@ -537,7 +581,7 @@ impl Planner<'_> {
             .path("--log-json", &dir.join("log.jsonl"))
             .arg(subcommand)
             .path("--config", &dir.join("config.toml"));
-        let cmd = inputs(cmd).path("--audio-cache", &self.cache(&self.file.train));
+        let cmd = inputs(cmd).path("--audio-cache", &self.cache(&self.train()));
         let cmd = self
             .augmentation_args(cmd)
             .path("--out-dir", &dir)
@@ -601,43 +645,75 @@ impl Planner<'_> {
         stage
     }
 
-    fn eval_sv(&self, suffix: &str) -> Stage {
+    /// Scores every trial list with cosine, and with AS-norm against the training set's
+    /// embeddings as cohort (no labels needed); with `labels` (a cluster stage) also with a
+    /// PLDA trained on the training set's embeddings of that stage's kept pseudo-labels,
+    /// without and with AS-norm. Metrics `sv/<set>`, `sv/<set>+asnorm`, `sv/<set>+plda`,
+    /// `sv/<set>+plda+asnorm`.
+    fn eval_sv(&self, suffix: &str, labels: Option<&str>) -> Stage {
         let name = format!("eval-sv{suffix}");
         let embed = format!("embed{suffix}");
-        let mut stage = Stage::new(&name, &["scan", &embed]);
+        let mut upstream = vec!["scan", embed.as_str()];
+        upstream.extend(labels);
+        let mut stage = Stage::new(&name, &upstream);
         let dir = self.dir(&name);
         stage.config = Some(self.file.eval_sv.clone());
         stage.config_of = Some(("eval_sv", "sv"));
-        for set in &self.file.sv {
-            let out = dir.join(&set.name);
+        let train = self
+            .dir(&embed)
+            .join(format!("{}.h5", Self::key(&self.train())));
+        let plda = dir.join("plda.json");
+        if let Some(cluster) = labels {
             let cmd = self
                 .bin("downstream-eval")
-                .arg("sv")
+                .arg("plda-train")
+                .path("--embeddings", &train)
                 .path(
-                    "--embeddings",
-                    &self
-                        .dir(&embed)
-                        .join(format!("{}.h5", Self::key(&set.data))),
+                    "--pseudo-labels",
+                    &self.dir(cluster).join("pseudo_labels.parquet"),
                 )
-                .path(
-                    "--trials",
-                    &self
-                        .dir("scan")
-                        .join(format!("{}.trials.parquet", set.name)),
-                )
-                .path("--out-dir", &out)
-                .path(
-                    "--mean-embeddings",
-                    &self
-                        .dir(&embed)
-                        .join(format!("{}.h5", Self::key(&self.file.train))),
-                )
-                .path("--config", &dir.join("config.toml"));
+                .path("--out", &plda);
             stage.commands.push(cmd.0);
-            stage.outputs.push(out.join("report.json"));
-            stage
-                .metrics
-                .push((format!("sv/{}", set.name), out.join("report.json")));
+            stage.outputs.push(plda.clone());
+        }
+        for set in &self.file.sv {
+            let mut variants = vec![("", false, false), ("+asnorm", false, true)];
+            if labels.is_some() {
+                variants.extend([("+plda", true, false), ("+plda+asnorm", true, true)]);
+            }
+            for (variant, with_plda, with_asnorm) in variants {
+                let out = dir.join(format!("{}{variant}", set.name));
+                let mut cmd = self
+                    .bin("downstream-eval")
+                    .arg("sv")
+                    .path(
+                        "--embeddings",
+                        &self
+                            .dir(&embed)
+                            .join(format!("{}.h5", Self::key(&set.data))),
+                    )
+                    .path(
+                        "--trials",
+                        &self
+                            .dir("scan")
+                            .join(format!("{}.trials.parquet", set.name)),
+                    )
+                    .path("--out-dir", &out)
+                    .path("--config", &dir.join("config.toml"));
+                cmd = if with_plda {
+                    cmd.arg("--backend").arg("plda").path("--plda", &plda)
+                } else {
+                    cmd.path("--mean-embeddings", &train)
+                };
+                if with_asnorm {
+                    cmd = cmd.path("--cohort-embeddings", &train);
+                }
+                stage.commands.push(cmd.0);
+                stage.outputs.push(out.join("report.json"));
+                stage
+                    .metrics
+                    .push((format!("sv/{}{variant}", set.name), out.join("report.json")));
+            }
         }
         stage
     }
@@ -684,9 +760,9 @@ impl Planner<'_> {
                 "--embeddings",
                 &self
                     .dir(previous_embed)
-                    .join(format!("{}.h5", Self::key(&self.file.train))),
+                    .join(format!("{}.h5", Self::key(&self.train()))),
             )
-            .path("--manifest", &self.manifest(&self.file.train))
+            .path("--manifest", &self.manifest(&self.train()))
             .path("--out-dir", &dir)
             .path("--config", &dir.join("config.toml"))
             .path("--log-json", &dir.join("log.jsonl"));
@@ -727,9 +803,10 @@ fn cluster_device(device: &str) -> &str {
 /// The parts of `cluster_report.json` the report shows per round: cluster counts through the
 /// recipe, the share kept, and agreement with the true speakers (and of k-means with the
 /// recording sessions) where the manifest has them.
-const CLUSTER_METRICS: [&str; 6] = [
+const CLUSTER_METRICS: [&str; 7] = [
     "kmeans",
     "merge",
+    "plda",
     "cleanup",
     "diagnostics.kmeans",
     "diagnostics.kept",
@@ -841,5 +918,86 @@ mod tests {
         let pretrain = ranks.iter().find(|s| s.name == "pretrain").unwrap();
         let command = &pretrain.runnable_commands()[0];
         assert_eq!(command[command.len() - 2..], ["--nproc-per-node", "2"]);
+    }
+
+    #[test]
+    fn joined_training_sets_and_generic_options_and_eval_rows() {
+        let text = r#"
+            [pipeline]
+            description = "two training corpora"
+            seed = 1
+            rounds = 1
+            [corpora.a]
+            kind = "fixture"
+            [corpora.b]
+            kind = "generic"
+            speaker_component = 0
+            session_component = -2
+            [[train]]
+            corpus = "a"
+            part = "speech"
+            split = "train"
+            [[train]]
+            corpus = "b"
+            [[sv]]
+            name = "t"
+            corpus = "a"
+            part = "speech"
+            split = "test"
+        "#;
+        let file: PipelineFile = toml::from_str(text).unwrap();
+        file.check_references().unwrap();
+        let corpora: BTreeMap<String, ResolvedCorpus> = ["a", "b"]
+            .map(|c| {
+                let resolved = ResolvedCorpus {
+                    root: PathBuf::from(format!("/corpora/{c}")),
+                    source: "test".to_owned(),
+                };
+                (c.to_owned(), resolved)
+            })
+            .into();
+        let stages = build(&file, &corpora, 1, Path::new("/run"), Path::new("/bin")).unwrap();
+        let commands = |name: &str| -> Vec<String> {
+            let stage = stages.iter().find(|s| s.name == name).unwrap();
+            stage.commands.iter().map(|c| c[1..].join(" ")).collect()
+        };
+        let scan = commands("scan");
+        assert!(
+            scan.iter().any(|c| c.starts_with(
+                "scan generic --speaker-component 0 --session-component -2 --root /corpora/b"
+            )),
+            "{scan:#?}"
+        );
+        assert!(
+            scan.iter().any(|c| c.starts_with("merge --join --manifests /run/scan/a-speech-train.parquet /run/scan/b.parquet --out /run/scan/joined-train.parquet")),
+            "{scan:#?}"
+        );
+        let prepare = commands("prepare");
+        assert!(
+            prepare.iter().any(|c| c == "merge --output /run/prepare/joined-train.h5 /run/prepare/a-speech-train.h5 /run/prepare/b.h5"),
+            "{prepare:#?}"
+        );
+        for stage in ["pretrain", "embed", "cluster-r1"] {
+            let joined = commands(stage).iter().any(|c| c.contains("joined-train"));
+            assert!(joined, "{stage}: {:#?}", commands(stage));
+        }
+        let sv = commands("eval-sv");
+        assert_eq!(sv.len(), 2, "cosine and AS-norm: {sv:#?}");
+        assert!(
+            sv[1].contains("--cohort-embeddings /run/embed/joined-train.h5"),
+            "{sv:#?}"
+        );
+        let sv = commands("eval-sv-r1");
+        assert!(sv[0].starts_with("plda-train --embeddings /run/embed-r1/joined-train.h5 --pseudo-labels /run/cluster-r1/pseudo_labels.parquet"), "{sv:#?}");
+        assert_eq!(sv.len(), 5, "{sv:#?}");
+        assert!(
+            sv[4].contains("--backend plda --plda /run/eval-sv-r1/plda.json --cohort-embeddings"),
+            "{sv:#?}"
+        );
+
+        let bad = text.replace("kind = \"fixture\"", "kind = \"fixture\"\nregex = \"x\"");
+        let file: PipelineFile = toml::from_str(&bad).unwrap();
+        let err = file.check_references().unwrap_err().to_string();
+        assert!(err.contains("options of the generic scanner"), "{err}");
     }
 }

@@ -153,7 +153,7 @@ fn markdown(report: &Report) -> String {
         .into_iter()
         .collect();
     if !sv_sets.is_empty() {
-        md.push_str("## Speaker verification (cosine scoring)\n\n");
+        md.push_str("## Speaker verification\n\nCosine scoring of `SET`; `SET+asnorm`: AS-norm with the training set's embeddings as cohort; `SET+plda`: a PLDA trained on the round's kept pseudo-labels (`+plda+asnorm` with AS-norm).\n\n");
         md.push_str("| system | trial list | EER % (ROCCH) | EER % (interp.) | minDCF 0.01 | minDCF 0.05 | paper EER % |\n|---|---|---|---|---|---|---|\n");
         for (i, system) in report.systems.iter().enumerate() {
             for set in &sv_sets {
@@ -212,7 +212,7 @@ fn markdown(report: &Report) -> String {
     }
     if !report.clustering.is_empty() {
         md.push_str("## Pseudo-labelling rounds\n\nAgreement with the true speakers and sessions is a diagnostic only (the labels are not used). k-means clusters closer to the sessions than to the speakers split speakers by recording condition, which merging has to undo.\n\n");
-        md.push_str("| round | k-means clusters | after merging | after clean-up | kept % | NMI k-means | NMI k-means vs sessions | NMI kept | ARI kept | purity kept | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("| round | k-means clusters | after merging | after PLDA-AHC | after clean-up | kept % | NMI k-means | NMI k-means vs sessions | NMI kept | ARI kept | purity kept | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for (round, c) in report.clustering.iter().enumerate() {
             let count = |k: &str| {
                 c.get(k)
@@ -222,10 +222,11 @@ fn markdown(report: &Report) -> String {
             let get = |k: &str| c.get(k);
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
                 round + 1,
                 count("kmeans.k"),
                 count("merge.clusters_after"),
+                count("plda.clusters_after"),
                 count("cleanup.clusters_after"),
                 percent(get("cleanup.kept_share")),
                 number(get("diagnostics.kmeans.nmi")),

@@ -22,6 +22,8 @@
 //! |---|---|---|---|---|---|---|
 //! | voxceleb1 | path under `wav/` without extension (`id10270/x6uYqmx31kE/00001`) | `idNNNNN` | YouTube id | `test` for the 40 verification test speakers id10270-id10309, else `dev` | - | - |
 //! | voxceleb2 | path under `aac/` (or `wav/`, `flac/`) without extension | `idNNNNN` | YouTube id | `dev`/`test` from a `dev/` or `test/` folder above, else `dev` | - | - |
+//! | librispeech | file stem (`19-198-0001`) | `19` | chapter (`198`) | subset folder (`train-clean-100`), else `train` | - | - |
+//! | cnceleb | `<speaker>/<stem>` under `data/` (`id00012/interview-01-003`) | `id00012` | `<genre>-<session>` (`interview-01`) | `train` | - | - |
 //! | generic | path relative to the root without extension, or the regex group `utt` | path component or regex group | same | `--split` or regex group | regex group | regex group |
 //! | crema-d | file stem (`1001_DFA_ANG_XX`) | actor (`1001`) | - | `all` | `ANG DIS FEA HAP NEU SAD` | - |
 //! | iemocap | turn name (`Ses01F_impro01_F000`) | `Ses01F` / `Ses01M` (session and the turn speaker's gender) | `Session1` | `all` | `neu hap ang sad` (`exc` merged into `hap`) | `Session1` |

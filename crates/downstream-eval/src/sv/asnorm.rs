@@ -1,7 +1,9 @@
 //! Adaptive symmetric score normalisation (AS-norm; Matejka et al., Interspeech 2017, as
 //! in wespeaker's `score_norm`): each side of a trial is normalised by the mean and standard
-//! deviation of its N highest cosine scores against a cohort, and the two are averaged:
-//! `s' = ((s - mu_e) / sigma_e + (s - mu_t) / sigma_t) / 2`.
+//! deviation of its N highest scores against a cohort, and the two are averaged:
+//! `s' = ((s - mu_e) / sigma_e + (s - mu_t) / sigma_t) / 2`. Scores are dot products of a
+//! left and a right factor (the unit vectors for cosine, see `backend`), so either back-end
+//! is normalised the same way.
 
 use ndarray::{ArrayView2, Axis, s};
 use rayon::prelude::*;
@@ -20,8 +22,8 @@ pub struct CohortStats {
     pub std: Vec<f32>,
 }
 
-/// Statistics of every row of `unit` against every row of `cohort` (both unit length),
-/// over its `top_n` highest scores (all of them when the cohort is smaller).
+/// Statistics of every row of `unit` (left factors) against every row of `cohort` (right
+/// factors), over its `top_n` highest scores (all of them when the cohort is smaller).
 pub fn cohort_stats(unit: ArrayView2<f32>, cohort: ArrayView2<f32>, top_n: usize) -> CohortStats {
     let top_n = top_n.clamp(1, cohort.nrows().max(1));
     let blocks = unit.nrows().div_ceil(BLOCK_ROWS);

@@ -1,9 +1,10 @@
-//! Speaker verification on frozen embeddings: cosine scoring of a trial list (optionally
-//! with mean subtraction, length normalisation and AS-norm), EER / minDCF, a DET plot, the
-//! scores in Kaldi/VoxCeleb form and a report.
+//! Speaker verification on frozen embeddings: cosine (optionally with mean subtraction and
+//! length normalisation) or PLDA scoring of a trial list, either with AS-norm, EER / minDCF,
+//! a DET plot, the scores in Kaldi/VoxCeleb form and a report.
 
 pub mod asnorm;
 pub mod calibration;
+pub mod backend;
 pub mod det_plot;
 pub mod detection;
 pub mod preprocess;
@@ -19,7 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
 use crate::inputs::EmbeddingFile;
+use crate::plda::PldaModel;
 use crate::report::{self, Provenance, markdown_table};
+pub use backend::Backend;
+use backend::Scoring;
 use detection::{MinDcf, Roc};
 use preprocess::Preprocess;
 use scoring::IndexedTrials;
@@ -28,7 +32,9 @@ use scoring::IndexedTrials;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SvConfig {
-    /// L2-normalise embeddings before the training mean is estimated and subtracted.
+    /// Cosine similarity or PLDA log-likelihood ratios (the model file is an input).
+    pub backend: Backend,
+    /// Cosine scoring: L2-normalise embeddings before the training mean is estimated and subtracted.
     pub length_norm: bool,
     /// AS-norm: how many of the highest cohort scores describe each utterance.
     pub asnorm_top: usize,
@@ -43,6 +49,7 @@ pub struct SvConfig {
 impl Default for SvConfig {
     fn default() -> Self {
         SvConfig {
+            backend: Backend::Cosine,
             length_norm: false,
             asnorm_top: 300,
             p_targets: vec![0.01, 0.05],
@@ -67,6 +74,8 @@ pub struct SvInputs {
     pub mean_embeddings: Option<PathBuf>,
     /// AS-norm cohort embeddings, if any.
     pub cohort_embeddings: Option<PathBuf>,
+    /// PLDA model file (`downstream-eval plda-train`), for the PLDA back-end.
+    pub plda: Option<PathBuf>,
 }
 
 /// Error rates of one set of scores.
@@ -111,7 +120,7 @@ pub struct SvReport {
     /// What produced the final scores, in words.
     pub scoring: String,
     pub detection: Detection,
-    /// Plain cosine scores' metrics, when AS-norm produced the headline.
+    /// Metrics of the scores before AS-norm, when AS-norm produced the headline.
     pub without_asnorm: Option<Detection>,
     /// Cohort size and the top-N actually used, when AS-norm was applied.
     pub asnorm: Option<AsNormSummary>,
@@ -243,7 +252,49 @@ pub fn run(inputs: &SvInputs, config: &SvConfig, out_dir: &Path) -> Result<SvRep
     Ok(report)
 }
 
-/// Scores of a trial list: the headline scores, the plain cosine scores when AS-norm made
+/// The PLDA model when the back-end is PLDA (required then, refused otherwise), checked
+/// against the embedding dimension.
+fn plda_model(
+    inputs: &SvInputs,
+    config: &SvConfig,
+    embeddings: &EmbeddingFile,
+) -> Result<Option<PldaModel>> {
+    match (config.backend, &inputs.plda) {
+        (Backend::Cosine, None) => Ok(None),
+        (Backend::Cosine, Some(path)) => Err(EvalError::invalid(
+            path,
+            "a PLDA model was given but the back-end is cosine (use --backend plda)",
+        )),
+        (Backend::Plda, None) => Err(EvalError::invalid(
+            &inputs.trials,
+            "the PLDA back-end needs a model file (--plda, from downstream-eval plda-train)",
+        )),
+        (Backend::Plda, Some(path)) => {
+            if let Some(mean) = &inputs.mean_embeddings {
+                return Err(EvalError::invalid(
+                    mean,
+                    "mean subtraction is part of the PLDA model's preprocessing: give no \
+                     --mean-embeddings with --backend plda",
+                ));
+            }
+            let model = PldaModel::read(path)?;
+            if model.input_dim() != embeddings.dim() {
+                return Err(EvalError::invalid(
+                    path,
+                    format!(
+                        "PLDA model for {}-dimensional embeddings, but {} has dimension {}",
+                        model.input_dim(),
+                        embeddings.path.display(),
+                        embeddings.dim()
+                    ),
+                ));
+            }
+            Ok(Some(model))
+        }
+    }
+}
+
+/// Scores of a trial list: the headline scores, the scores before AS-norm when AS-norm made
 /// the headline, and how many utterances they cover.
 struct Scored {
     scores: Vec<f32>,
@@ -252,8 +303,8 @@ struct Scored {
     asnorm: Option<AsNormSummary>,
 }
 
-/// Cosine scores of the trials from embeddings (mean subtraction, length normalisation and
-/// AS-norm as configured).
+/// Scores of the trials from embeddings: cosine (mean subtraction and length normalisation as
+/// configured) or PLDA log-likelihood ratios, then AS-norm when a cohort is given.
 fn score_embeddings(
     embeddings_path: &Path,
     trials: &TrialList,
@@ -281,12 +332,25 @@ fn score_embeddings(
         config.length_norm,
         mean_source.as_ref().map(|s| s.embeddings.vectors.view()),
     );
-    let unit = preprocess.unit_rows(embeddings.embeddings.vectors.view(), &indexed.rows);
-    let cosine = scoring::cosine_scores(unit.view(), &indexed.pairs);
+    let model = plda_model(inputs, config, &embeddings)?;
+    let backend = match &model {
+        Some(model) => Scoring::Plda(model),
+        None => Scoring::Cosine(&preprocess),
+    };
+    let model_error = |e: crate::plda::LinalgError| {
+        EvalError::invalid(
+            inputs.plda.as_deref().unwrap_or(embeddings_path),
+            e.to_string(),
+        )
+    };
+    let sides = backend
+        .sides(embeddings.embeddings.vectors.view(), &indexed.rows)
+        .map_err(model_error)?;
+    let raw = sides.trial_scores(&indexed.pairs);
     let num_utterances = indexed.rows.len();
     let Some(path) = &inputs.cohort_embeddings else {
         return Ok(Scored {
-            scores: cosine,
+            scores: raw,
             cosine: None,
             num_utterances,
             asnorm: None,
@@ -294,10 +358,13 @@ fn score_embeddings(
     };
     let cohort = EmbeddingFile::read(path)?;
     embeddings.check_same_dim(&cohort)?;
-    let cohort_unit = preprocess.unit_all(cohort.embeddings.vectors.view());
+    let cohort_sides = backend
+        .sides_all(cohort.embeddings.vectors.view())
+        .map_err(model_error)?;
+    let cohort_size = cohort.embeddings.utt_ids.len();
     let summary = AsNormSummary {
-        cohort_size: cohort_unit.nrows(),
-        top_n: config.asnorm_top.clamp(1, cohort_unit.nrows()),
+        cohort_size,
+        top_n: config.asnorm_top.clamp(1, cohort_size),
     };
     if summary.top_n != config.asnorm_top {
         tracing::warn!(
@@ -306,10 +373,10 @@ fn score_embeddings(
             summary.top_n
         );
     }
-    let stats = asnorm::cohort_stats(unit.view(), cohort_unit.view(), summary.top_n);
+    let stats = asnorm::cohort_stats(sides.left.view(), cohort_sides.right(), summary.top_n);
     Ok(Scored {
-        scores: asnorm::as_norm(&cosine, &indexed.pairs, &stats),
-        cosine: Some(cosine),
+        scores: asnorm::as_norm(&raw, &indexed.pairs, &stats),
+        cosine: Some(raw),
         num_utterances,
         asnorm: Some(summary),
     })
@@ -320,13 +387,18 @@ fn describe_scoring(inputs: &SvInputs, config: &SvConfig, asnorm: Option<AsNormS
         return format!("scores read from {}", file_label(scores));
     }
     let mut steps = Vec::new();
-    if config.length_norm {
-        steps.push("length normalisation".to_owned());
+    match (config.backend, &inputs.plda) {
+        (Backend::Plda, Some(model)) => steps.push(format!("PLDA ({})", file_label(model))),
+        _ => {
+            if config.length_norm {
+                steps.push("length normalisation".to_owned());
+            }
+            if let Some(mean) = &inputs.mean_embeddings {
+                steps.push(format!("mean of {} subtracted", file_label(mean)));
+            }
+            steps.push("cosine".to_owned());
+        }
     }
-    if let Some(mean) = &inputs.mean_embeddings {
-        steps.push(format!("mean of {} subtracted", file_label(mean)));
-    }
-    steps.push("cosine".to_owned());
     if let Some(a) = asnorm {
         steps.push(format!(
             "AS-norm (top {} of a {}-vector cohort)",
@@ -347,7 +419,11 @@ fn markdown(report: &SvReport) -> String {
     let percent = |x: f64| format!("{:.3} %", 100.0 * x);
     let mut columns = vec![("score", &report.detection)];
     if let Some(plain) = &report.without_asnorm {
-        columns = vec![("cosine", plain), ("AS-norm", &report.detection)];
+        let plain_name = match report.run.config.backend {
+            Backend::Cosine => "cosine",
+            Backend::Plda => "PLDA",
+        };
+        columns = vec![(plain_name, plain), ("AS-norm", &report.detection)];
     }
     let mut header = vec!["metric"];
     header.extend(columns.iter().map(|c| c.0));

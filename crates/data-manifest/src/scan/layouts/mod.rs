@@ -4,6 +4,7 @@ mod augmentation;
 mod emotion;
 mod fixture;
 mod generic;
+mod librispeech;
 mod voxceleb;
 
 use std::path::Path;
@@ -24,6 +25,10 @@ pub enum Layout {
     VoxCeleb2,
     /// Any tree; labels from path components or a regex.
     Generic(GenericOptions),
+    /// `[<subset>/]<speaker>/<chapter>/<speaker>-<chapter>-<utterance>.flac`.
+    LibriSpeech,
+    /// `data/<speaker>/<genre>-<session>-<utterance>.flac` (CN-Celeb 1 and 2).
+    CnCeleb,
     /// `[AudioWAV/]<actor>_<sentence>_<EMO>_<level>.wav`.
     CremaD,
     /// `Session1..5/sentences/wav/<dialog>/<turn>.wav` with labels from
@@ -58,6 +63,8 @@ impl Layout {
             Layout::VoxCeleb1 => "voxceleb1",
             Layout::VoxCeleb2 => "voxceleb2",
             Layout::Generic(_) => "generic",
+            Layout::LibriSpeech => "librispeech",
+            Layout::CnCeleb => "cnceleb",
             Layout::CremaD => "crema-d",
             Layout::Iemocap { .. } => "iemocap",
             Layout::MspPodcast { .. } => "msp-podcast",
@@ -74,6 +81,8 @@ impl Layout {
             Layout::VoxCeleb1 => voxceleb::voxceleb1(root),
             Layout::VoxCeleb2 => voxceleb::voxceleb2(root),
             Layout::Generic(options) => generic::list(root, options),
+            Layout::LibriSpeech => librispeech::librispeech(root),
+            Layout::CnCeleb => librispeech::cnceleb(root),
             Layout::CremaD => emotion::crema_d(root, emotion::crema_d_folder(root)),
             Layout::Iemocap { all_emotions } => emotion::iemocap(root, *all_emotions),
             Layout::MspPodcast { all_emotions } => emotion::msp_podcast(root, *all_emotions),
