@@ -311,6 +311,7 @@ fn slurm_runs_the_pipeline_as_the_local_executor_does() {
         pipeline::status(
             &pipeline.display().to_string(),
             Some(slurm_dir.clone()),
+            None,
             &BTreeMap::new(),
         )
         .unwrap();

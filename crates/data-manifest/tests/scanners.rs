@@ -728,6 +728,8 @@ fn sphere_files_are_probed_and_two_channel_calls_become_one_utterance_per_side()
     let path = d.join("utterances.parquet");
     outcome.manifest.write(&path).unwrap();
     assert_eq!(UtteranceManifest::read(&path).unwrap(), outcome.manifest);
+}
+
 #[test]
 fn unreadable_entries_are_rejects_and_duplicates_are_resolved_after_probing() {
     let dir = common::wav_tree(&["spk1/x.wav", "spk1/y.wav"]);
@@ -760,8 +762,14 @@ fn unreadable_entries_are_rejects_and_duplicates_are_resolved_after_probing() {
             .unwrap_or_else(|| panic!("no reject for {path} in {reasons:?}"))
     };
     assert!(reason("spk1/x.flac").starts_with("empty"), "{reasons:?}");
-    assert!(reason("spk1/loop").starts_with("unreadable: "), "{reasons:?}");
-    assert!(reason("spk1/dangling.wav").starts_with("unreadable: "), "{reasons:?}");
+    assert!(
+        reason("spk1/loop").starts_with("unreadable: "),
+        "{reasons:?}"
+    );
+    assert!(
+        reason("spk1/dangling.wav").starts_with("unreadable: "),
+        "{reasons:?}"
+    );
     assert!(
         reason("spk1/z\u{fffd}.wav").contains("not valid UTF-8"),
         "{reasons:?}"

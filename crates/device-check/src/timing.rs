@@ -45,6 +45,7 @@ pub fn generate_audio(dir: &Path, speech_seconds: u64) -> Result<Audio> {
                 sample_rate: synthetic::SAMPLE_RATE,
                 channels: 1,
                 codec: "pcm_s16le".to_owned(),
+                channel: None,
                 split: "train".to_owned(),
                 emotion: None,
                 fold: None,

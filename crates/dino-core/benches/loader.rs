@@ -36,6 +36,15 @@ use rand::Rng;
 
 /// GiB of speech generated (int16 samples), unless `LOADER_BENCH_GIB` says otherwise.
 const SPEECH_GIB: f64 = 4.0;
+
+/// int16 samples of speech to generate: `LOADER_BENCH_GIB` GiB, else `SPEECH_GIB`.
+fn speech_samples() -> u64 {
+    let gib = std::env::var("LOADER_BENCH_GIB")
+        .ok()
+        .map(|v| v.parse::<f64>().expect("LOADER_BENCH_GIB: a number of GiB"))
+        .unwrap_or(SPEECH_GIB);
+    (gib * (1u64 << 30) as f64 / 2.0) as u64
+}
 /// Items (utterances) per timed pass, and per batch (job).
 const ITEMS: usize = 384;
 const BATCH: usize = 32;
@@ -130,7 +139,7 @@ fn pass(sampler: &Arc<CropSampler>, items: &[usize], workers: usize) -> Pass {
         busy.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         batch.count()
     });
-    let crops = loader.sum();
+    let crops = loader.map(|r| r.expect("loader job")).sum();
     Pass {
         crops,
         wall: started.elapsed().as_secs_f64(),
@@ -206,9 +215,10 @@ fn main() {
     let dir = stage_kit::reference::workspace_root().join("target/bench-loader");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench folder");
+    let samples = speech_samples();
     let layouts = [
-        generate(&dir, "schema1", true),
-        generate(&dir, "schema2", false),
+        generate(&dir, "schema1", true, samples),
+        generate(&dir, "schema2", false, samples),
     ];
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("\nload average before timing: {}", load.trim());

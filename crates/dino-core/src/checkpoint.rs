@@ -256,7 +256,9 @@ pub fn restore_vars(
         if !bool::try_from(&finite).map_err(Error::torch("checking a checkpoint tensor"))? {
             return Err(Error::checkpoint(
                 path,
-                format!("tensor {key} holds NaN or infinite values (written by a run that diverged?)"),
+                format!(
+                    "tensor {key} holds NaN or infinite values (written by a run that diverged?)"
+                ),
             ));
         }
         tch::no_grad(|| var.copy_(source));
@@ -382,9 +384,14 @@ mod tests {
         let _ = vs.root().zeros("w", &[3]);
         let bad = Tensor::from_slice(&[0.0f32, f32::NAN, 1.0]);
         let tensors = HashMap::from([("student.w".to_owned(), bad)]);
-        let err = restore_vars(&vs, &tensors, "student.", Path::new("ckpt/step-7.safetensors"))
-            .unwrap_err()
-            .to_string();
+        let err = restore_vars(
+            &vs,
+            &tensors,
+            "student.",
+            Path::new("ckpt/step-7.safetensors"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("ckpt/step-7.safetensors: tensor student.w holds NaN"),
             "{err}"

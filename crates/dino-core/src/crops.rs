@@ -37,7 +37,9 @@ impl CropConfig {
             ("local_seconds", self.local_crops, self.local_seconds),
         ] {
             if count > 0 && !(seconds.is_finite() && seconds > 0.0) {
-                return Err(format!("{key} = {seconds}: must be a finite number of seconds > 0"));
+                return Err(format!(
+                    "{key} = {seconds}: must be a finite number of seconds > 0"
+                ));
             }
         }
         Ok(())

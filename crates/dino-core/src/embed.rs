@@ -56,10 +56,30 @@ impl EmbedConfig {
     pub fn check(&self) -> Result<()> {
         let chunk = self.chunk_seconds.unwrap_or(1.0);
         let checks = [
-            ("chunk_seconds", chunk, chunk.is_finite() && chunk > 0.0, "a finite number of seconds > 0"),
-            ("length_tolerance", self.length_tolerance, (0.0..1.0).contains(&self.length_tolerance), "in [0, 1)"),
-            ("max_batch_seconds", self.max_batch_seconds, self.max_batch_seconds.is_finite() && self.max_batch_seconds > 0.0, "a finite number of seconds > 0"),
-            ("max_missing_fraction", self.max_missing_fraction, (0.0..=1.0).contains(&self.max_missing_fraction), "in [0, 1]"),
+            (
+                "chunk_seconds",
+                chunk,
+                chunk.is_finite() && chunk > 0.0,
+                "a finite number of seconds > 0",
+            ),
+            (
+                "length_tolerance",
+                self.length_tolerance,
+                (0.0..1.0).contains(&self.length_tolerance),
+                "in [0, 1)",
+            ),
+            (
+                "max_batch_seconds",
+                self.max_batch_seconds,
+                self.max_batch_seconds.is_finite() && self.max_batch_seconds > 0.0,
+                "a finite number of seconds > 0",
+            ),
+            (
+                "max_missing_fraction",
+                self.max_missing_fraction,
+                (0.0..=1.0).contains(&self.max_missing_fraction),
+                "in [0, 1]",
+            ),
         ];
         match checks.into_iter().find(|(_, _, ok, _)| !ok) {
             Some((key, value, _, want)) => Err(Error::Config(format!(

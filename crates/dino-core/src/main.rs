@@ -153,9 +153,15 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::CheckConfig { kind, config } => {
             let path = Some(config.as_path());
             match kind {
-                ConfigKind::Pretrain => stage_kit::config::read_or_default::<PretrainConfig>(path)?.check()?,
-                ConfigKind::Finetune => stage_kit::config::read_or_default::<FinetuneConfig>(path)?.check()?,
-                ConfigKind::Embed => stage_kit::config::read_or_default::<EmbedConfig>(path)?.check()?,
+                ConfigKind::Pretrain => {
+                    stage_kit::config::read_or_default::<PretrainConfig>(path)?.check()?
+                }
+                ConfigKind::Finetune => {
+                    stage_kit::config::read_or_default::<FinetuneConfig>(path)?.check()?
+                }
+                ConfigKind::Embed => {
+                    stage_kit::config::read_or_default::<EmbedConfig>(path)?.check()?
+                }
             }
         }
         Command::Describe { config } => describe(config.as_deref())?,
@@ -255,7 +261,11 @@ impl Command {
     fn parallel(&self) -> Option<&ParallelArgs> {
         match self {
             Command::Pretrain { run, .. } | Command::Finetune { run, .. } => Some(&run.parallel),
-            Command::Doctor | Command::Describe { .. } | Command::Embed { .. } => None,
+            Command::Doctor
+            | Command::Describe { .. }
+            | Command::Embed { .. }
+            | Command::CheckConfig { .. }
+            | Command::Apply(_) => None,
         }
     }
 }

@@ -61,15 +61,50 @@ impl OptimConfig {
     pub fn check(&self) -> std::result::Result<(), String> {
         let (b1, b2) = self.betas;
         let checks = [
-            ("lr", self.lr, self.lr.is_finite() && self.lr > 0.0, "a finite number > 0"),
-            ("min_lr", self.min_lr, self.min_lr.is_finite() && (0.0..=self.lr).contains(&self.min_lr), "finite, >= 0 and <= lr"),
-            ("warmup_epochs", self.warmup_epochs, self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0, "a finite number >= 0"),
-            ("eps", self.eps, self.eps.is_finite() && self.eps > 0.0, "a finite number > 0"),
-            ("weight_decay", self.weight_decay, self.weight_decay.is_finite() && self.weight_decay >= 0.0, "a finite number >= 0"),
-            ("momentum", self.momentum, (0.0..1.0).contains(&self.momentum), "in [0, 1)"),
+            (
+                "lr",
+                self.lr,
+                self.lr.is_finite() && self.lr > 0.0,
+                "a finite number > 0",
+            ),
+            (
+                "min_lr",
+                self.min_lr,
+                self.min_lr.is_finite() && (0.0..=self.lr).contains(&self.min_lr),
+                "finite, >= 0 and <= lr",
+            ),
+            (
+                "warmup_epochs",
+                self.warmup_epochs,
+                self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0,
+                "a finite number >= 0",
+            ),
+            (
+                "eps",
+                self.eps,
+                self.eps.is_finite() && self.eps > 0.0,
+                "a finite number > 0",
+            ),
+            (
+                "weight_decay",
+                self.weight_decay,
+                self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+                "a finite number >= 0",
+            ),
+            (
+                "momentum",
+                self.momentum,
+                (0.0..1.0).contains(&self.momentum),
+                "in [0, 1)",
+            ),
             ("betas.0", b1, (0.0..1.0).contains(&b1), "in [0, 1)"),
             ("betas.1", b2, (0.0..1.0).contains(&b2), "in [0, 1)"),
-            ("clip_grad", self.clip_grad.unwrap_or(1.0), self.clip_grad.is_none_or(|c| c.is_finite() && c > 0.0), "a finite number > 0"),
+            (
+                "clip_grad",
+                self.clip_grad.unwrap_or(1.0),
+                self.clip_grad.is_none_or(|c| c.is_finite() && c > 0.0),
+                "a finite number > 0",
+            ),
         ];
         match checks.into_iter().find(|(_, _, ok, _)| !ok) {
             Some((key, value, _, want)) => Err(format!("{key} = {value}: must be {want}")),

@@ -222,7 +222,10 @@ pub fn run(
             let entries = sampler.cache().entries();
             let crops = crops.map_err(|failed| {
                 let items = &jobs[failed.job];
-                Error::loader(failed, items.iter().map(|&(_, i)| entries[i].utt_id.as_str()))
+                Error::loader(
+                    failed,
+                    items.iter().map(|&(_, i)| entries[i].utt_id.as_str()),
+                )
             })??;
             let count = crops.count();
             task.replicated().broadcast_buffers()?;

@@ -52,7 +52,11 @@ fn configurations_that_cannot_train_are_refused_by_key() {
     assert!(tiny().check().is_ok());
     let mut c = tiny();
     c.epochs = 0;
-    assert!(refusal(&c).contains("[pretrain] epochs = 0"), "{}", refusal(&c));
+    assert!(
+        refusal(&c).contains("[pretrain] epochs = 0"),
+        "{}",
+        refusal(&c)
+    );
     let mut c = tiny();
     c.batch_size = 0;
     assert!(refusal(&c).contains("[pretrain] batch_size = 0"));
@@ -60,7 +64,10 @@ fn configurations_that_cannot_train_are_refused_by_key() {
         let mut c = tiny();
         c.optim.lr = lr;
         let err = refusal(&c);
-        assert!(err.contains(&format!("[pretrain.optim] lr = {lr}")), "{err}");
+        assert!(
+            err.contains(&format!("[pretrain.optim] lr = {lr}")),
+            "{err}"
+        );
     }
     let mut c = tiny();
     c.crops.local_seconds = 0.0;
@@ -163,7 +170,10 @@ fn check_config_refuses_unknown_keys_and_bad_values_without_running() {
             .arg(&file)
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     assert!(check("pretrain", "epochs = 2\n[optim]\nlr = 0.01\n").0);
     let (ok, err) = check("pretrain", "[optim]\nlrr = 0.01\n");
@@ -171,5 +181,8 @@ fn check_config_refuses_unknown_keys_and_bad_values_without_running() {
     let (ok, err) = check("finetune", "[optim]\nlr = -1.0\n");
     assert!(!ok && err.contains("[finetune.optim] lr = -1"), "{err}");
     let (ok, err) = check("embed", "max_batch_seconds = 0.0\n");
-    assert!(!ok && err.contains("[embed] max_batch_seconds = 0"), "{err}");
+    assert!(
+        !ok && err.contains("[embed] max_batch_seconds = 0"),
+        "{err}"
+    );
 }

@@ -147,6 +147,7 @@ fn manifest(path: &Path, ids: &[String], labels: &[String]) {
                 sample_rate: 16000,
                 channels: 1,
                 codec: "pcm_s16le".into(),
+                channel: None,
                 split: "train".into(),
                 emotion: None,
                 fold: None,

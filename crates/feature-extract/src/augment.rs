@@ -135,7 +135,9 @@ fn check_weights<'a>(
     let mut total = 0.0;
     for (group, weight) in weights {
         if !weight.is_finite() || weight < 0.0 {
-            return Err(format!("{kind} category {group:?}: weight {weight} is not a finite number >= 0"));
+            return Err(format!(
+                "{kind} category {group:?}: weight {weight} is not a finite number >= 0"
+            ));
         }
         total += weight;
     }
@@ -487,7 +489,10 @@ mod tests {
             c
         };
         let err = zero(AugmentConfig::default()).check().unwrap_err();
-        assert!(err.contains("noise_prob is 0.7 but no noise category"), "{err}");
+        assert!(
+            err.contains("noise_prob is 0.7 but no noise category"),
+            "{err}"
+        );
         let off = AugmentConfig {
             noise_prob: 0.0,
             ..AugmentConfig::default()
@@ -505,7 +510,10 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("no noise category has a positive weight"), "{err}");
+        assert!(
+            err.contains("no noise category has a positive weight"),
+            "{err}"
+        );
     }
 
     #[test]

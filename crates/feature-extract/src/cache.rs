@@ -726,7 +726,11 @@ fn merge_placement(parts: &[Packed], order: Option<&[String]>) -> Result<Vec<(us
     Ok(placed.into_iter().map(|(_, pi, ei)| (pi, ei)).collect())
 }
 
-fn merge_typed<T: Element>(parts: &[Packed], output: &Path, order: Option<&[String]>) -> Result<()> {
+fn merge_typed<T: Element>(
+    parts: &[Packed],
+    output: &Path,
+    order: Option<&[String]>,
+) -> Result<()> {
     let placement = merge_placement(parts, order)?;
     let mut entries = Vec::with_capacity(placement.len());
     let mut base = 0;
@@ -738,7 +742,10 @@ fn merge_typed<T: Element>(parts: &[Packed], output: &Path, order: Option<&[Stri
         });
         base += e.length;
     }
-    let rejects: Vec<CacheReject> = parts.iter().flat_map(|p| p.rejects.iter().cloned()).collect();
+    let rejects: Vec<CacheReject> = parts
+        .iter()
+        .flat_map(|p| p.rejects.iter().cloned())
+        .collect();
     stage_kit::write_atomically(output, |partial| {
         let mut out = create_schema2::<T>(partial, &parts[0].header(), base, &entries, &rejects)?;
         if order.is_none() {

@@ -67,10 +67,14 @@ impl PrepareConfig {
     /// filterbank options the fbank refuses.
     pub fn check(&self) -> Result<()> {
         if self.sample_rate == 0 {
-            return Err(Error::Options("[prepare] sample_rate = 0: must be at least 1 Hz".into()));
+            return Err(Error::Options(
+                "[prepare] sample_rate = 0: must be at least 1 Hz".into(),
+            ));
         }
         if self.part_size == 0 {
-            return Err(Error::Options("[prepare] part_size = 0: must be at least 1".into()));
+            return Err(Error::Options(
+                "[prepare] part_size = 0: must be at least 1".into(),
+            ));
         }
         Fbank::new(&self.clone().resolved().fbank)
             .map(drop)
@@ -183,8 +187,16 @@ pub fn prepare(req: &PrepareRequest) -> Result<PrepareSummary> {
         .map(|(_, u)| u)
         .collect();
     let parts_dir = parts_dir(first_output);
-    for dir in outputs.iter().filter_map(|p| p.parent()).chain([parts_dir.as_path()]) {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    for dir in outputs
+        .iter()
+        .filter_map(|p| p.parent())
+        .chain([parts_dir.as_path()])
+    {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         stage_kit::atomic::remove_stale_partials(dir)?;
     }
     let config_json = serde_json::to_string(&config).expect("config serialises");
@@ -446,7 +458,8 @@ fn check_length(u: &Utterance, decoded: usize, rate: u32) -> std::result::Result
         ));
     }
     let expected = u.num_samples as f64;
-    let allowed = (expected * LENGTH_TOLERANCE_SHARE).max(LENGTH_TOLERANCE_SECONDS * f64::from(rate));
+    let allowed =
+        (expected * LENGTH_TOLERANCE_SHARE).max(LENGTH_TOLERANCE_SECONDS * f64::from(rate));
     let off = decoded as f64 - expected;
     if off.abs() > allowed {
         return Err(format!(
@@ -629,6 +642,7 @@ mod tests {
             sample_rate,
             channels: 1,
             codec: "flac".into(),
+            channel: None,
             split: "train".into(),
             emotion: None,
             fold: None,
@@ -642,8 +656,15 @@ mod tests {
         assert!(check_length(&u, 160_800, 16000).is_ok());
         assert!(check_length(&u, 159_200, 16000).is_ok());
         let err = check_length(&u, 137_600, 16000).unwrap_err();
-        assert!(err.contains("decoded 137600 samples where the manifest says 160000 (-14.0 %"), "{err}");
-        assert!(check_length(&u, 160_000, 8000).unwrap_err().contains("8000 Hz"));
+        assert!(
+            err.contains("decoded 137600 samples where the manifest says 160000 (-14.0 %"),
+            "{err}"
+        );
+        assert!(
+            check_length(&u, 160_000, 8000)
+                .unwrap_err()
+                .contains("8000 Hz")
+        );
         // Short files: 0.05 s is tolerated (AAC priming and padding).
         assert!(check_length(&utterance(8000, 16000), 8700, 16000).is_ok());
         assert!(check_length(&utterance(8000, 16000), 9000, 16000).is_err());

@@ -230,7 +230,11 @@ fn an_rir_category_of_silent_responses_is_refused_when_opened() {
     let root = dir.path().join("rirs");
     std::fs::create_dir_all(&root).unwrap();
     let mut files = Vec::new();
-    for (name, group, value) in [("a", "silent", 0.0), ("b", "silent", 0.0), ("c", "live", 0.5)] {
+    for (name, group, value) in [
+        ("a", "silent", 0.0),
+        ("b", "silent", 0.0),
+        ("c", "live", 0.5),
+    ] {
         let path = root.join(format!("{name}.wav"));
         let mut h = vec![0.0; 800];
         h[10] = value;

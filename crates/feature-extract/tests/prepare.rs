@@ -218,7 +218,10 @@ fn a_corrupt_flac_is_rejected_and_a_failed_bound_leaves_no_cache() {
     let (good, bad) = (root.join("good.flac"), root.join("bad.flac"));
     std::fs::copy(&source, &good).unwrap();
     std::fs::copy(&source, &bad).unwrap();
-    let files = [(good, "train".to_owned()), (bad.clone(), "train".to_owned())];
+    let files = [
+        (good, "train".to_owned()),
+        (bad.clone(), "train".to_owned()),
+    ];
     let manifest = common::write_manifest(dir.path(), &root, &files);
     // 2,000 bytes of junk in the middle: the decoder skips the frames it cannot read.
     let mut bytes = std::fs::read(&bad).unwrap();
@@ -247,9 +250,17 @@ fn a_corrupt_flac_is_rejected_and_a_failed_bound_leaves_no_cache() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("1 of 2 utterances rejected"), "{stderr}");
-    assert!(!out.join("audio.h5").exists(), "a cache above the reject bound");
-    assert!(!stale.exists(), "the stale partial file of a killed run is still there");
-    let rejects = RejectList::read(&out.join("rejects.parquet")).unwrap().rejects;
+    assert!(
+        !out.join("audio.h5").exists(),
+        "a cache above the reject bound"
+    );
+    assert!(
+        !stale.exists(),
+        "the stale partial file of a killed run is still there"
+    );
+    let rejects = RejectList::read(&out.join("rejects.parquet"))
+        .unwrap()
+        .rejects;
     assert_eq!(rejects.len(), 1);
     assert_eq!(rejects[0].path, "bad.flac");
     assert!(

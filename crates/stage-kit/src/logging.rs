@@ -21,7 +21,8 @@ pub const DEFAULT_FILTER: &str = "info,symphonia=error";
 
 /// Installs the global subscriber. `json_log`, when given, is appended to (created if needed).
 pub fn init(json_log: Option<&Path>) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let human = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -86,6 +87,9 @@ mod tests {
         });
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         assert!(!text.contains("junk"), "{text}");
-        assert!(text.contains("a real decoder error") && text.contains("3 of 3"), "{text}");
+        assert!(
+            text.contains("a real decoder error") && text.contains("3 of 3"),
+            "{text}"
+        );
     }
 }

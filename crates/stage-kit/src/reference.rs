@@ -78,7 +78,10 @@ fn ravdess_at(root: PathBuf, ci: bool) -> Result<Option<PathBuf>, String> {
     if root.join("flac16k").is_dir() {
         return Ok(Some(root));
     }
-    let missing = format!("RAVDESS not found at {} (set {RAVDESS_VAR})", root.display());
+    let missing = format!(
+        "RAVDESS not found at {} (set {RAVDESS_VAR})",
+        root.display()
+    );
     if ci {
         return Err(format!(
             "{missing}, and CI=true: CI has the corpus, so this test must not skip"

@@ -84,7 +84,10 @@ mod tests {
         let message = "Error: x.toml: invalid configuration\n\nCaused by:\n    unknown field `lrr`, expected one of `kind`, `lr`";
         let key = unknown_key(message).unwrap();
         assert_eq!(key, "lrr");
-        assert_eq!(key_places(&table, "pretrain", key), ["[pretrain.optim] lrr"]);
+        assert_eq!(
+            key_places(&table, "pretrain", key),
+            ["[pretrain.optim] lrr"]
+        );
         assert!(unknown_key("invalid type: string").is_none());
     }
 

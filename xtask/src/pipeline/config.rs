@@ -211,10 +211,26 @@ pub struct AugmentSets {
 /// Keys of stage sections that the runner sets itself, from `[pipeline]` or per set, with
 /// where they come from: a section that sets one is refused rather than silently overridden.
 pub const RUNNER_KEYS: &[(&str, &[&str], &str)] = &[
-    ("prepare", &["vad"], "[pipeline] vad for speech; augmentation sets are never trimmed"),
-    ("prepare", &["downmix"], "the runner: mean for speech and noise, the first channel for RIRs"),
-    ("pretrain", &["seed", "device"], "[pipeline] seed and device"),
-    ("finetune", &["seed", "device"], "[pipeline] seed and device"),
+    (
+        "prepare",
+        &["vad"],
+        "[pipeline] vad for speech; augmentation sets are never trimmed",
+    ),
+    (
+        "prepare",
+        &["downmix"],
+        "the runner: mean for speech and noise, the first channel for RIRs",
+    ),
+    (
+        "pretrain",
+        &["seed", "device"],
+        "[pipeline] seed and device",
+    ),
+    (
+        "finetune",
+        &["seed", "device"],
+        "[pipeline] seed and device",
+    ),
     ("cluster", &["seed", "device"], "[pipeline] seed and device"),
     ("embed", &["device"], "[pipeline] device"),
     ("eval_emotion", &["seed"], "[pipeline] seed"),
@@ -285,7 +301,9 @@ impl PipelineFile {
                 other => unreachable!("RUNNER_KEYS names section {other}"),
             };
             if let Some(key) = keys.iter().find(|k| table.contains_key(**k)) {
-                bail!("[{section}] {key}: set by the runner from {source}; remove it from the section");
+                bail!(
+                    "[{section}] {key}: set by the runner from {source}; remove it from the section"
+                );
             }
         }
         Ok(())

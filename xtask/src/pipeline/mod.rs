@@ -519,7 +519,13 @@ mod tests {
     fn status_counts_the_rounds_a_run_folder_holds() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(rounds_run(dir.path()), 0);
-        for name in ["prepare", "cluster-r1", "cluster-r3", "finetune-r3", "cluster-rx"] {
+        for name in [
+            "prepare",
+            "cluster-r1",
+            "cluster-r3",
+            "finetune-r3",
+            "cluster-rx",
+        ] {
             std::fs::create_dir(dir.path().join(name)).unwrap();
         }
         assert_eq!(rounds_run(dir.path()), 3);

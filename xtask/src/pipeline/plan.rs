@@ -632,10 +632,10 @@ impl Planner<'_> {
             .bin("dino-core")
             .arg("bundle")
             .path("--checkpoint", &model.1)
-            .path("--audio-cache", &self.cache(&self.file.train))
+            .path("--audio-cache", &self.cache(&self.train()))
             .path(
                 "--mean-embeddings",
-                &dir.join(format!("{}.h5", Self::key(&self.file.train))),
+                &dir.join(format!("{}.h5", Self::key(&self.train()))),
             )
             .arg("--pipeline")
             .arg(pipeline)
@@ -861,7 +861,10 @@ mod tests {
                 "{name} overrides its config with flags: {flags:?}"
             );
         }
-        assert_eq!(stage("embed").config.as_ref().unwrap()["device"].as_str(), Some("cpu"));
+        assert_eq!(
+            stage("embed").config.as_ref().unwrap()["device"].as_str(),
+            Some("cpu")
+        );
         let prepare = stage("prepare");
         let option = |cache: &str, flag: &str| {
             let cmd = prepare

@@ -98,7 +98,11 @@ impl RunLock {
     pub fn take(run_dir: &Path) -> anyhow::Result<RunLock> {
         let path = run_dir.join(Self::FILE);
         for _ in 0..2 {
-            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(mut file) => {
                     use std::io::Write;
                     write!(file, "{}", std::process::id())
@@ -107,9 +111,10 @@ impl RunLock {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let holder = fs::read_to_string(&path).unwrap_or_default();
-                    let alive = holder.trim().parse::<u32>().is_ok_and(|pid| {
-                        Path::new("/proc").join(pid.to_string()).exists()
-                    });
+                    let alive = holder
+                        .trim()
+                        .parse::<u32>()
+                        .is_ok_and(|pid| Path::new("/proc").join(pid.to_string()).exists());
                     if alive {
                         anyhow::bail!(
                             "{} is in use by another runner (pid {}, {}); wait for it to finish or stop it",

@@ -84,7 +84,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, ProbeError> {
                 String::from_utf8_lossy(size_line)
             ))
         })?;
-    if header_bytes < 16 || header_bytes > 1 << 20 {
+    if !(16..=1 << 20).contains(&header_bytes) {
         return Err(corrupt(format!("implausible header size {header_bytes}")));
     }
     if bytes.len() < header_bytes {

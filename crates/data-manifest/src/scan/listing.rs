@@ -217,11 +217,17 @@ mod tests {
             rejects: vec![],
         };
         let (numbered, _) = listing.numbered_by_id();
-        let numbers: Vec<(&str, usize)> =
-            numbered.iter().map(|(c, n)| (c.path.as_str(), *n)).collect();
+        let numbers: Vec<(&str, usize)> = numbered
+            .iter()
+            .map(|(c, n)| (c.path.as_str(), *n))
+            .collect();
         assert_eq!(
             numbers,
-            [("aac/a/s/1.m4a", 0), ("aac/a/s/2.m4a", 1), ("wav/a/s/1.wav", 0)]
+            [
+                ("aac/a/s/1.m4a", 0),
+                ("aac/a/s/2.m4a", 1),
+                ("wav/a/s/1.wav", 0)
+            ]
         );
         let candidates: Vec<Candidate> = numbered.into_iter().map(|(c, _)| c).collect();
         let (kept, rejects) = first_of_each_id(candidates, |c| (&c.utt_id, &c.path));

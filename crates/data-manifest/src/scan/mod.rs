@@ -187,8 +187,7 @@ pub fn scan(layout: &Layout, root: &Path, options: &ScanOptions) -> Result<ScanO
         probe_all::probe_all(&root, layout.corpus(), mine, options.threads)?;
     let probe_seconds = started.elapsed().as_secs_f64();
     let probed = utterances.len() + probe_rejects.len();
-    let (utterances, duplicates) =
-        listing::first_of_each_id(utterances, |u| (&u.utt_id, &u.path));
+    let (utterances, duplicates) = listing::first_of_each_id(utterances, |u| (&u.utt_id, &u.path));
     rejects.extend(probe_rejects);
     rejects.extend(duplicates);
     rejects.sort_by(|a, b| a.path.cmp(&b.path));

@@ -262,7 +262,10 @@ mod tests {
         c.write(&path).unwrap();
         // serde_json may differ in the last bit of a float: compare with a tolerance.
         let back = Calibration::read(&path).unwrap();
-        assert_eq!((back.num_targets, &back.evaluation_set), (3, &c.evaluation_set));
+        assert_eq!(
+            (back.num_targets, &back.evaluation_set),
+            (3, &c.evaluation_set)
+        );
         assert!((back.llr.slope - c.llr.slope).abs() < 1e-12, "{back:?}");
         assert!((back.llr.cllr - c.llr.cllr).abs() < 1e-12, "{back:?}");
         std::fs::write(&path, "{}").unwrap();

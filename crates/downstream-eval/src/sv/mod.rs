@@ -3,8 +3,8 @@
 //! a DET plot, the scores in Kaldi/VoxCeleb form and a report.
 
 pub mod asnorm;
-pub mod calibration;
 pub mod backend;
+pub mod calibration;
 pub mod det_plot;
 pub mod detection;
 pub mod preprocess;

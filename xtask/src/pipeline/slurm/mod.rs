@@ -316,7 +316,7 @@ fn record_done(stage: &Stage, submission: &Submission, dir: &Path) -> anyhow::Re
     )?;
     record.slurm = Some(submission.bookkeeping(dir));
     record.write(dir)?;
-    Pending::clear(dir);
+    Pending::clear(dir)?;
     Submission::settle(dir)?;
     Ok(())
 }
