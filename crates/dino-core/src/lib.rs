@@ -2,6 +2,7 @@
 //! the trainer, checkpoints and embedding extraction, on libtorch through tch.
 
 pub mod aam;
+pub mod accumulation;
 pub mod checkpoint;
 pub mod crops;
 pub mod device;

@@ -247,3 +247,33 @@ fn a_world_of_two_resumes_exactly_and_continues_at_a_world_of_one() {
     assert_eq!((after.len(), &after[..2]), (6, &before[..]));
     assert!(after.iter().all(|l| l.is_finite()));
 }
+
+#[test]
+fn accumulated_micro_batches_train_and_an_indivisible_batch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny(3);
+    config.epochs = 1;
+    config.accumulation_steps = 2;
+    let out = dir.path().join("accumulated");
+    let report = pretrain::run(&config, &paths(&out), false, StopAt::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.steps, 3);
+    let logged = losses(&out);
+    assert_eq!(logged.len(), 3);
+    assert!(logged.iter().all(|l| l.is_finite()), "{logged:?}");
+
+    config.accumulation_steps = 3;
+    let err = pretrain::run(
+        &config,
+        &paths(&dir.path().join("refused")),
+        false,
+        StopAt::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("batch_size 8") && err.contains("3 accumulation_steps"),
+        "{err}"
+    );
+}
