@@ -116,6 +116,20 @@ enum Command {
         /// Write the headline numbers here.
         #[arg(long)]
         summary_json: Option<PathBuf>,
+        /// Embed only this shard's batches (`i/N`) into `--out`; `merge-embeddings` joins
+        /// the N files into the unsharded one.
+        #[arg(long, default_value_t = stage_kit::Shard::WHOLE)]
+        shard: stage_kit::Shard,
+    },
+    /// Joins the embeddings files of `embed --shard i/N` into one, in manifest order.
+    MergeEmbeddings {
+        #[arg(long)]
+        manifest: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The shard files.
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
     },
 }
 
@@ -198,10 +212,12 @@ fn main() -> anyhow::Result<ExitCode> {
             config,
             device,
             summary_json,
+            shard,
         } => {
             let mut config: EmbedConfig = stage_kit::config::read_or_default(config.as_deref())?;
             config.device = device.unwrap_or(config.device);
-            let report = embed::run(&checkpoint, &manifest, &audio_cache, &out, &config)?;
+            let report =
+                embed::run_shard(&checkpoint, &manifest, &audio_cache, &out, &config, shard)?;
             tracing::info!(
                 "{} embeddings of dimension {} ({:.2} h of audio, {:.0}x real time) in {}",
                 report.utterances,
@@ -217,6 +233,18 @@ fn main() -> anyhow::Result<ExitCode> {
                 )?;
             }
         }
+        Command::MergeEmbeddings {
+            manifest,
+            out,
+            shards,
+        } => {
+            let n = embed::merge_shards(&manifest, &shards, &out)?;
+            tracing::info!(
+                "{n} embeddings from {} shard(s) in {}",
+                shards.len(),
+                out.display()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -226,7 +254,10 @@ impl Command {
     fn parallel(&self) -> Option<&ParallelArgs> {
         match self {
             Command::Pretrain { run, .. } | Command::Finetune { run, .. } => Some(&run.parallel),
-            Command::Doctor | Command::Describe { .. } | Command::Embed { .. } => None,
+            Command::Doctor
+            | Command::Describe { .. }
+            | Command::Embed { .. }
+            | Command::MergeEmbeddings { .. } => None,
         }
     }
 }

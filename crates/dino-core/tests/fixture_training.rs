@@ -277,3 +277,52 @@ fn accumulated_micro_batches_train_and_an_indivisible_batch_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn two_embedding_shards_merge_into_the_unsharded_file_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    pretrain::run(&tiny(5), &paths(&model), false, StopAt { step: Some(0) }).unwrap();
+    let checkpoint = model.join("checkpoints/step-00000000.safetensors");
+    let p = common::prepared();
+    // Small batches, so that each shard gets several.
+    let config = EmbedConfig {
+        device: "cpu".into(),
+        max_batch_seconds: 8.0,
+        ..Default::default()
+    };
+    let embed_shard = |shard: &str, out: &Path| {
+        embed::run_shard(
+            &checkpoint,
+            &p.test,
+            &p.test_cache,
+            out,
+            &config,
+            shard.parse().unwrap(),
+        )
+        .unwrap()
+    };
+    let whole = dir.path().join("whole.h5");
+    embed_shard("0/1", &whole);
+    let shards = [dir.path().join("s0.h5"), dir.path().join("s1.h5")];
+    let (a, b) = (
+        embed_shard("0/2", &shards[0]),
+        embed_shard("1/2", &shards[1]),
+    );
+    assert!(a.utterances > 0 && b.utterances > 0, "{a:?} {b:?}");
+    let merged = dir.path().join("merged.h5");
+    embed::merge_shards(&p.test, &shards, &merged).unwrap();
+    let (whole, joined) = (
+        feature_extract::Embeddings::read(&whole).unwrap(),
+        feature_extract::Embeddings::read(&merged).unwrap(),
+    );
+    assert_eq!(whole.utt_ids, joined.utt_ids);
+    assert_eq!(whole.description, joined.description);
+    let bits = |e: &feature_extract::Embeddings| -> Vec<u32> {
+        e.vectors.iter().map(|v| v.to_bits()).collect()
+    };
+    assert_eq!(bits(&whole), bits(&joined));
+    // A shard of the same file twice is refused.
+    let twice = [shards[0].clone(), shards[0].clone()];
+    assert!(embed::merge_shards(&p.test, &twice, &merged).is_err());
+}
