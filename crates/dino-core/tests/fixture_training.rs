@@ -322,6 +322,45 @@ fn two_embedding_shards_merge_into_the_unsharded_file_bit_for_bit() {
         e.vectors.iter().map(|v| v.to_bits()).collect()
     };
     assert_eq!(bits(&whole), bits(&joined));
+
+    // `embed --nproc-per-node 2`: two ranks, each a shard, joined in manifest order.
+    let config_path = dir.path().join("embed.toml");
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    let launched = dir.path().join("launched.h5");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_dino-core"))
+        .arg("embed")
+        .arg("--checkpoint")
+        .arg(&checkpoint)
+        .arg("--manifest")
+        .arg(&p.test)
+        .arg("--audio-cache")
+        .arg(&p.test_cache)
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--out")
+        .arg(&launched)
+        .args(["--nproc-per-node", "2"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "embed --nproc-per-node 2: {status}");
+    let launched = feature_extract::Embeddings::read(&launched).unwrap();
+    assert_eq!(whole.utt_ids, launched.utt_ids);
+    // The ranks run with their share of the cores, and other intra-op thread counts sum in
+    // another order: equal to float rounding, not bit for bit.
+    let diff = (&whole.vectors - &launched.vectors)
+        .iter()
+        .fold(0f32, |m, d| m.max(d.abs()));
+    let scale = whole.vectors.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(
+        diff <= 1e-4 * scale,
+        "max |launched - whole| = {diff} (scale {scale})"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".part-"))
+        .collect();
+    assert!(left.is_empty(), "parts left behind: {left:?}");
     // A shard of the same file twice is refused.
     let twice = [shards[0].clone(), shards[0].clone()];
     assert!(embed::merge_shards(&p.test, &twice, &merged).is_err());
