@@ -234,6 +234,13 @@ fn main() -> anyhow::Result<ExitCode> {
             };
             let mut config: EmbedConfig = stage_kit::config::read_or_default(config.as_deref())?;
             config.device = device.unwrap_or(config.device);
+            if shard.count > 1 {
+                // A rank's GPU is cuda:LOCAL_RANK under `auto` and `cuda`.
+                config.device = match dino_core::distributed::device(&config.device)? {
+                    tch::Device::Cuda(i) => format!("cuda:{i}"),
+                    _ => std::mem::take(&mut config.device),
+                };
+            }
             let report =
                 embed::run_shard(&checkpoint, &manifest, &audio_cache, &out, &config, shard)?;
             tracing::info!(
