@@ -46,6 +46,12 @@ pub const BENCHES: &[Bench] = &[
         target: "train",
         about: "DINO step and embedding extraction against a PyTorch reference",
     },
+    Bench {
+        name: "allreduce",
+        package: "dino-core",
+        target: "allreduce",
+        about: "gradient sync of 2 Gloo ranks (bucketed all-reduce) against PyTorch DDP's",
+    },
 ];
 
 /// Runs the benchmark `name` (after setup), or lists them when `name` is unknown.
