@@ -58,6 +58,12 @@ pub const BENCHES: &[Bench] = &[
         target: "loader",
         about: "pretraining loader crops/s (1 and 2 workers, cold and warm) on a 4 GiB cache, both layouts",
     },
+    Bench {
+        name: "allreduce",
+        package: "dino-core",
+        target: "allreduce",
+        about: "gradient sync of 2 Gloo ranks (bucketed all-reduce) against PyTorch DDP's",
+    },
 ];
 
 /// Runs the benchmark `name` (after setup), or lists them when `name` is unknown.

@@ -16,6 +16,7 @@ use feature_extract::Embeddings;
 use feature_extract::cache::AudioCache;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
+use stage_kit::Shard;
 use tch::Kind;
 use tch::nn::ModuleT;
 
@@ -122,6 +123,34 @@ pub fn run(
     out: &Path,
     config: &EmbedConfig,
 ) -> Result<EmbedReport> {
+    run_shard(
+        checkpoint_path,
+        manifest,
+        audio_cache,
+        out,
+        config,
+        Shard::WHOLE,
+    )
+}
+
+/// As [`run`], for the batches that `shard` owns (batches are planned over the whole
+/// manifest, so every utterance is embedded in the batch it has unsharded and
+/// [`merge_shards`] gives back the unsharded file bit for bit). Sharding needs whole
+/// utterances (no `chunk_seconds`), whose embedding comes from one batch.
+pub fn run_shard(
+    checkpoint_path: &Path,
+    manifest: &Path,
+    audio_cache: &Path,
+    out: &Path,
+    config: &EmbedConfig,
+    shard: Shard,
+) -> Result<EmbedReport> {
+    if shard.count > 1 && config.chunk_seconds.is_some() {
+        return Err(Error::Config(format!(
+            "--shard {shard} with chunk_seconds: a chunked utterance spans batches of several \
+             shards; embed it unsharded"
+        )));
+    }
     let started = Instant::now();
     config.check()?;
     let device = crate::device::resolve(&config.device)?;
@@ -178,10 +207,18 @@ pub fn run(
         config.length_tolerance,
         (config.max_batch_seconds * rate) as usize,
     );
+    let batches: Arc<Vec<Vec<Segment>>> = Arc::new(
+        batches
+            .iter()
+            .enumerate()
+            .filter(|(b, _)| shard.owns(*b))
+            .map(|(_, batch)| batch.clone())
+            .collect(),
+    );
     let dim = spec.encoder.embedding_dim() as usize;
     let mut sums = Array2::<f32>::zeros((utt_ids.len(), dim));
     let mut counts = vec![0usize; utt_ids.len()];
-    let total_samples: usize = segments.iter().map(|s| s.len).sum();
+    let total_samples: usize = batches.iter().flatten().map(|s| s.len).sum();
     let mut progress = stage_kit::progress::Progress::new("embed", batches.len(), "batch");
     let reader_cache = cache.clone();
     let reader_batches = batches.clone();
@@ -234,9 +271,11 @@ pub fn run(
         "encoder": spec.encoder,
         "chunk_seconds": config.chunk_seconds,
     });
+    // This shard's utterances (all of them unsharded), in manifest order.
+    let kept: Vec<usize> = (0..utt_ids.len()).filter(|&i| counts[i] > 0).collect();
     let embeddings = Embeddings {
-        utt_ids,
-        vectors: sums,
+        utt_ids: kept.iter().map(|&i| utt_ids[i].clone()).collect(),
+        vectors: sums.select(ndarray::Axis(0), &kept),
         description: description.to_string(),
     };
     // Finite weights can still give NaN (an overflow in fp16): the model is to blame.
@@ -252,6 +291,60 @@ pub fn run(
         encode_seconds,
         speed: total_samples as f64 / rate / wall_seconds.max(1e-9),
     })
+}
+
+/// Joins the embeddings files of the shards of one extraction into one, in the order of
+/// `manifest` (as the unsharded extraction writes it), at `out`.
+pub fn merge_shards(manifest: &Path, shards: &[std::path::PathBuf], out: &Path) -> Result<usize> {
+    let manifest = UtteranceManifest::read(manifest)?;
+    let parts: Vec<Embeddings> = shards
+        .iter()
+        .map(|p| Embeddings::read(p))
+        .collect::<std::result::Result<_, _>>()?;
+    let Some(first) = parts.first() else {
+        return Err(Error::Config(
+            "merge-embeddings: no shard files given".to_owned(),
+        ));
+    };
+    let mut rows = std::collections::HashMap::new();
+    for (part, path) in parts.iter().zip(shards) {
+        if part.description != first.description || part.dim() != first.dim() {
+            return Err(Error::Config(format!(
+                "{}: not a shard of the same extraction as {} (model or dimension differ)",
+                path.display(),
+                shards[0].display()
+            )));
+        }
+        for (i, id) in part.utt_ids.iter().enumerate() {
+            if rows.insert(id.as_str(), part.row(i)).is_some() {
+                return Err(Error::Config(format!(
+                    "{}: utterance {id} is in another shard too",
+                    path.display()
+                )));
+            }
+        }
+    }
+    let mut utt_ids = Vec::with_capacity(rows.len());
+    let mut vectors = Array2::<f32>::zeros((rows.len(), first.dim()));
+    for u in &manifest.utterances {
+        if let Some(row) = rows.get(u.utt_id.as_str()) {
+            vectors.row_mut(utt_ids.len()).assign(row);
+            utt_ids.push(u.utt_id.clone());
+        }
+    }
+    if utt_ids.len() != rows.len() {
+        return Err(Error::Config(format!(
+            "{} shard utterance(s) are not in the manifest",
+            rows.len() - utt_ids.len()
+        )));
+    }
+    let merged = Embeddings {
+        utt_ids,
+        vectors,
+        description: first.description.clone(),
+    };
+    merged.write(out)?;
+    Ok(merged.utt_ids.len())
 }
 
 /// The pieces to embed: whole utterances, or chunks of `chunk` samples.

@@ -15,6 +15,7 @@ use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
 use crate::aam::{AamConfig, AamSoftmax};
+use crate::accumulation;
 use crate::checkpoint::{self, CheckpointDir, CheckpointMeta, EmbeddingSpec};
 use crate::crops::{CropBatch, CropConfig};
 use crate::distributed::{self, GradSync, Replicated};
@@ -23,7 +24,6 @@ use crate::error::{Error, Result};
 use crate::features::FeaturePipeline;
 use crate::monitor::StepRecord;
 use crate::optim::{LossScaler, OptimConfig, Optimizer, restore_training_state, training_state};
-use crate::pretrain::backward;
 use crate::schedule::Cosine;
 use crate::training::{self, Plan, REPORT, Task};
 
@@ -40,6 +40,9 @@ pub struct FinetuneConfig {
     pub optim: OptimConfig,
     pub epochs: usize,
     pub batch_size: usize,
+    /// Micro-batches per step on each rank, their gradients summed before one all-reduce
+    /// (each rank processes batch_size / (ranks x accumulation_steps) utterances at a time).
+    pub accumulation_steps: usize,
     pub max_steps_per_epoch: Option<usize>,
     /// Epochs during which only the encoder's embedding layer (and the classifier) learn.
     pub embedding_layer_only_epochs: usize,
@@ -90,6 +93,7 @@ impl Default for FinetuneConfig {
             },
             epochs: 20,
             batch_size: 128,
+            accumulation_steps: 1,
             max_steps_per_epoch: None,
             embedding_layer_only_epochs: 0,
             mixed_precision: true,
@@ -172,7 +176,7 @@ pub fn run(
     )?;
     (plan.workers, plan.prefetch, plan.checkpoint_every) =
         (config.workers, config.prefetch, config.checkpoint_every);
-    plan.distribute(group.clone())?;
+    plan.distribute(group.clone(), config.accumulation_steps)?;
     let config_json =
         serde_json::json!({ "finetune": config, "init": paths.init.display().to_string() });
     let mut task = FinetuneTask::new(
@@ -360,33 +364,45 @@ impl Task for FinetuneTask<'_> {
         Ok(loaded.meta.step)
     }
 
-    fn step(&mut self, step: usize, epoch: usize, crops: CropBatch) -> Result<StepRecord> {
-        let feats = self.features.forward(&crops.globals, crops.batch);
-        let labels: Vec<i64> = crops.items.iter().map(|i| self.targets[i]).collect();
-        let labels = Tensor::from_slice(&labels).to_device(feats.device());
+    fn step(&mut self, step: usize, epoch: usize, micro: Vec<CropBatch>) -> Result<StepRecord> {
         let margin = self
             .config
             .aam
             .margin_at(step as f64 / self.steps_per_epoch as f64);
-        let (loss, accuracy) = tch::autocast(self.mixed, || {
-            let embeddings = self.encoder.forward_t(&feats, true).to_kind(Kind::Float);
-            self.classifier.loss(&embeddings, &labels, margin)
-        });
-        let loss_value = loss.double_value(&[]);
-        if !loss_value.is_finite() {
-            return Err(Error::Config(format!(
-                "the loss became {loss_value} at step {step}; lower the learning rate"
-            )));
+        let count = micro.len();
+        let (mut loss_value, mut accuracy) = (0.0, 0.0);
+        for (m, crops) in micro.iter().enumerate() {
+            let feats = self.features.forward(&crops.globals, crops.batch);
+            let labels: Vec<i64> = crops.items.iter().map(|i| self.targets[i]).collect();
+            let labels = Tensor::from_slice(&labels).to_device(feats.device());
+            let (loss, micro_accuracy) = tch::autocast(self.mixed, || {
+                let embeddings = self.encoder.forward_t(&feats, true).to_kind(Kind::Float);
+                self.classifier.loss(&embeddings, &labels, margin)
+            });
+            let value = loss.double_value(&[]);
+            if !value.is_finite() {
+                return Err(Error::Config(format!(
+                    "the loss became {value} at step {step}; lower the learning rate"
+                )));
+            }
+            loss_value += value / count as f64;
+            accuracy += micro_accuracy / count as f64;
+            accumulation::backward_micro(
+                &self.optimizer,
+                &self.scaler,
+                &self.grads,
+                &loss,
+                self.mixed,
+                (m, count),
+            )?;
         }
         let lr = self.lr.at(step);
-        let (grad_norm, skipped) = backward(
+        let (grad_norm, skipped) = accumulation::finish(
             &self.optimizer,
             &mut self.scaler,
-            &self.grads,
-            loss,
             self.mixed,
             self.config.optim.clip_grad,
-        )?;
+        );
         if !skipped {
             let embedding_only = epoch < self.config.embedding_layer_only_epochs;
             self.optimizer

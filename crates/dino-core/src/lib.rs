@@ -2,6 +2,7 @@
 //! the trainer, checkpoints and embedding extraction, on libtorch through tch.
 
 pub mod aam;
+pub mod accumulation;
 /// Applying a trained model: self-contained model files, embedding audio files, verification,
 /// trial-list scoring, TorchScript export.
 pub mod apply;

@@ -33,7 +33,7 @@ impl Default for LossConfig {
 }
 
 /// What the loss saw in one step, for monitoring collapse.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct TeacherStats {
     /// Mean entropy (nats) of the teacher's per-view distributions: log K when uniform.
     pub entropy: f64,

@@ -134,6 +134,25 @@ enum Command {
         /// Write the headline numbers here.
         #[arg(long)]
         summary_json: Option<PathBuf>,
+        /// Embed only this shard's batches (`i/N`) into `--out`; `merge-embeddings` joins
+        /// the N files into the unsharded one.
+        #[arg(long, default_value_t = stage_kit::Shard::WHOLE)]
+        shard: stage_kit::Shard,
+        /// Start N local ranks, each embedding shard `rank/N` into a part beside `--out`,
+        /// then join the parts into `--out` (under torchrun or srun, each rank writes its
+        /// part, for `merge-embeddings`).
+        #[arg(long, value_name = "N")]
+        nproc_per_node: Option<usize>,
+    },
+    /// Joins the embeddings files of `embed --shard i/N` into one, in manifest order.
+    MergeEmbeddings {
+        #[arg(long)]
+        manifest: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The shard files.
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
     },
     #[command(flatten)]
     Apply(ApplyCommand),
@@ -233,10 +252,32 @@ fn main() -> anyhow::Result<ExitCode> {
             config,
             device,
             summary_json,
+            shard,
+            nproc_per_node,
         } => {
+            let rendezvous = process_group::Rendezvous::from_env()?;
+            let (shard, out) = if rendezvous.source != process_group::rendezvous::Source::Single {
+                let shard = stage_kit::Shard {
+                    index: rendezvous.rank,
+                    count: rendezvous.world_size,
+                };
+                (shard, shard_part(&out, shard))
+            } else if let Some(n) = nproc_per_node.filter(|&n| n > 1) {
+                return embed_ranks(n, &manifest, &out);
+            } else {
+                (shard, out)
+            };
             let mut config: EmbedConfig = stage_kit::config::read_or_default(config.as_deref())?;
             config.device = device.unwrap_or(config.device);
-            let report = embed::run(&checkpoint, &manifest, &audio_cache, &out, &config)?;
+            if shard.count > 1 {
+                // A rank's GPU is cuda:LOCAL_RANK under `auto` and `cuda`.
+                config.device = match dino_core::distributed::device(&config.device)? {
+                    tch::Device::Cuda(i) => format!("cuda:{i}"),
+                    _ => std::mem::take(&mut config.device),
+                };
+            }
+            let report =
+                embed::run_shard(&checkpoint, &manifest, &audio_cache, &out, &config, shard)?;
             tracing::info!(
                 "{} embeddings of dimension {} ({:.2} h of audio, {:.0}x real time) in {}",
                 report.utterances,
@@ -252,6 +293,18 @@ fn main() -> anyhow::Result<ExitCode> {
                 )?;
             }
         }
+        Command::MergeEmbeddings {
+            manifest,
+            out,
+            shards,
+        } => {
+            let n = embed::merge_shards(&manifest, &shards, &out)?;
+            tracing::info!(
+                "{n} embeddings from {} shard(s) in {}",
+                shards.len(),
+                out.display()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -265,7 +318,8 @@ impl Command {
             | Command::Describe { .. }
             | Command::Embed { .. }
             | Command::CheckConfig { .. }
-            | Command::Apply(_) => None,
+            | Command::Apply(_)
+            | Command::MergeEmbeddings { .. } => None,
         }
     }
 }
@@ -298,6 +352,42 @@ fn launch_ranks(parallel: &ParallelArgs) -> anyhow::Result<Option<i32>> {
         nproc,
     };
     Ok(Some(process_group::launch::run(&launch)?))
+}
+
+/// Where rank `shard.index` of `embed --nproc-per-node` (or torchrun) writes its part of `out`.
+fn shard_part(out: &Path, shard: stage_kit::Shard) -> PathBuf {
+    out.with_extension(format!("part-{}-of-{}.h5", shard.index, shard.count))
+}
+
+/// `embed --nproc-per-node N`: N local ranks each embed their shard, then the parts are
+/// joined into `out` in manifest order and removed.
+fn embed_ranks(nproc: usize, manifest: &Path, out: &Path) -> anyhow::Result<ExitCode> {
+    let launch = process_group::launch::Launch {
+        program: std::env::current_exe()?,
+        args: process_group::launch::without_option(std::env::args_os().skip(1), NPROC_OPTION),
+        nproc,
+    };
+    let code = process_group::launch::run(&launch)?;
+    if code != 0 {
+        return Ok(ExitCode::from(code.clamp(1, 255) as u8));
+    }
+    let parts: Vec<PathBuf> = (0..nproc)
+        .map(|index| {
+            shard_part(
+                out,
+                stage_kit::Shard {
+                    index,
+                    count: nproc,
+                },
+            )
+        })
+        .collect();
+    let n = embed::merge_shards(manifest, &parts, out)?;
+    for part in &parts {
+        std::fs::remove_file(part)?;
+    }
+    tracing::info!("{n} embeddings from {nproc} ranks in {}", out.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn describe(config: Option<&Path>) -> anyhow::Result<()> {

@@ -19,13 +19,14 @@ use feature_extract::cache::AudioCache;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::accumulation;
 use crate::checkpoint::{self, CheckpointDir, CheckpointMeta, EmbeddingSpec};
 use crate::crops::{CropBatch, CropConfig};
 use crate::distributed::{self, GradSync, Replicated, global_row_mean};
 use crate::error::{Error, Result};
 use crate::features::{FeatureConfig, FeaturePipeline};
 use crate::head::LAST_LAYER;
-use crate::loss::{DinoLoss, LossConfig};
+use crate::loss::{DinoLoss, LossConfig, TeacherStats};
 use crate::model::{Dino, ModelConfig};
 use crate::monitor::{self, StepRecord};
 use crate::optim::{LossScaler, OptimConfig, Optimizer, restore_training_state, training_state};
@@ -52,6 +53,9 @@ pub struct PretrainConfig {
     pub epochs: usize,
     /// Utterances per step, over all ranks (each of N ranks takes batch_size / N).
     pub batch_size: usize,
+    /// Micro-batches per step on each rank, their gradients summed before one all-reduce
+    /// (each rank processes batch_size / (ranks x accumulation_steps) utterances at a time).
+    pub accumulation_steps: usize,
     /// Caps the steps of an epoch (an epoch is otherwise one pass over the utterances).
     pub max_steps_per_epoch: Option<usize>,
     /// Epochs during which the head's last layer is not updated.
@@ -80,6 +84,7 @@ impl Default for PretrainConfig {
             teacher_momentum: (0.996, 1.0),
             epochs: 70,
             batch_size: 128,
+            accumulation_steps: 1,
             max_steps_per_epoch: None,
             freeze_last_layer_epochs: 1,
             mixed_precision: true,
@@ -181,7 +186,7 @@ pub fn run(
     )?;
     (plan.workers, plan.prefetch, plan.checkpoint_every) =
         (config.workers, config.prefetch, config.checkpoint_every);
-    plan.distribute(group.clone())?;
+    plan.distribute(group.clone(), config.accumulation_steps)?;
     let config_json = serde_json::to_value(config).map_err(|e| Error::Config(e.to_string()))?;
     let mut task = DinoTask::new(config, config_json.clone(), &plan, features, device);
     let end = stop.step.unwrap_or(usize::MAX);
@@ -279,6 +284,37 @@ impl<'a> DinoTask<'a> {
     }
 }
 
+impl DinoTask<'_> {
+    /// The DINO loss of one micro-batch, its teacher statistics and the (detached) teacher
+    /// outputs of its global views.
+    fn micro_loss(&self, crops: &CropBatch, temp: f64) -> (Tensor, TeacherStats, Tensor) {
+        let c = self.config;
+        let globals = self
+            .features
+            .forward(&crops.globals, c.crops.global_crops * crops.batch);
+        let locals = self
+            .features
+            .forward(&crops.locals, c.crops.local_crops * crops.batch);
+        let (teacher_out, student_out) = tch::autocast(self.mixed, || {
+            let teacher_out = self.dino.teacher_forward(&globals);
+            let mut outs = vec![self.dino.student.forward(&globals, true)];
+            if c.crops.local_crops > 0 {
+                outs.push(self.dino.student.forward(&locals, true));
+            }
+            (teacher_out, Tensor::cat(&outs, 0))
+        });
+        let views = (c.crops.global_crops + c.crops.local_crops) as i64;
+        let (loss, stats) = self.loss.loss_and_stats(
+            &student_out.to_kind(Kind::Float),
+            &teacher_out,
+            views,
+            c.crops.global_crops as i64,
+            temp,
+        );
+        (loss, stats, teacher_out.detach())
+    }
+}
+
 impl Task for DinoTask<'_> {
     fn replicated(&self) -> &Replicated {
         &self.replicated
@@ -297,54 +333,54 @@ impl Task for DinoTask<'_> {
         Ok(loaded.meta.step)
     }
 
-    fn step(&mut self, step: usize, epoch: usize, crops: CropBatch) -> Result<StepRecord> {
+    fn step(&mut self, step: usize, epoch: usize, micro: Vec<CropBatch>) -> Result<StepRecord> {
         let c = self.config;
-        let globals = self
-            .features
-            .forward(&crops.globals, c.crops.global_crops * crops.batch);
-        let locals = self
-            .features
-            .forward(&crops.locals, c.crops.local_crops * crops.batch);
         let temp = teacher_temperature(
             c.loss.warmup_teacher_temp,
             c.loss.teacher_temp,
             c.loss.warmup_teacher_temp_epochs,
             step as f64 / self.steps_per_epoch as f64,
         );
-        let (teacher_out, student_out) = tch::autocast(self.mixed, || {
-            let teacher_out = self.dino.teacher_forward(&globals);
-            let mut outs = vec![self.dino.student.forward(&globals, true)];
-            if c.crops.local_crops > 0 {
-                outs.push(self.dino.student.forward(&locals, true));
+        let count = micro.len();
+        let mut loss_value = 0.0;
+        let mut stats = TeacherStats::default();
+        let mut teacher_outs = Vec::with_capacity(count);
+        for (m, crops) in micro.iter().enumerate() {
+            let (loss, micro_stats, teacher_out) = self.micro_loss(crops, temp);
+            let value = loss.double_value(&[]);
+            if !value.is_finite() {
+                return Err(Error::Config(format!(
+                    "the loss became {value} at step {step}; lower the learning rate"
+                )));
             }
-            (teacher_out, Tensor::cat(&outs, 0))
-        });
-        let views = (c.crops.global_crops + c.crops.local_crops) as i64;
-        let (loss, stats) = self.loss.loss_and_stats(
-            &student_out.to_kind(Kind::Float),
-            &teacher_out,
-            views,
-            c.crops.global_crops as i64,
-            temp,
-        );
-        // The centre follows the teacher outputs of the global batch.
-        let batch_center = global_row_mean(&self.group, &teacher_out.detach())?;
-        self.loss.update_center(&batch_center);
-        let loss_value = loss.double_value(&[]);
-        if !loss_value.is_finite() {
-            return Err(Error::Config(format!(
-                "the loss became {loss_value} at step {step}; lower the learning rate"
-            )));
+            // Logged values are means over the micro-batches.
+            let w = 1.0 / count as f64;
+            loss_value += w * value;
+            stats.entropy += w * micro_stats.entropy;
+            stats.kl_from_uniform += w * micro_stats.kl_from_uniform;
+            stats.batch_entropy += w * micro_stats.batch_entropy;
+            stats.center_norm += w * micro_stats.center_norm;
+            teacher_outs.push(teacher_out);
+            accumulation::backward_micro(
+                &self.optimizer,
+                &self.scaler,
+                &self.grads,
+                &loss,
+                self.mixed,
+                (m, count),
+            )?;
         }
+        // The centre follows the teacher outputs of the global batch (every micro-batch
+        // scored with the centre of the step's start, as without accumulation).
+        let batch_center = global_row_mean(&self.group, &Tensor::cat(&teacher_outs, 0))?;
+        self.loss.update_center(&batch_center);
         let (lr, momentum) = (self.schedules.lr.at(step), self.schedules.momentum.at(step));
-        let (grad_norm, skipped) = backward(
+        let (grad_norm, skipped) = accumulation::finish(
             &self.optimizer,
             &mut self.scaler,
-            &self.grads,
-            loss,
             self.mixed,
             c.optim.clip_grad,
-        )?;
+        );
         if !skipped {
             let frozen_last = epoch < c.freeze_last_layer_epochs;
             let last_layer = format!("head.{LAST_LAYER}");
@@ -401,35 +437,6 @@ impl Task for DinoTask<'_> {
         tensors.push(("loss.center".to_owned(), self.loss.center.shallow_clone()));
         (meta, tensors)
     }
-}
-
-/// Back-propagates `loss` (scaled under fp16 autocast) and averages the gradients over the
-/// ranks (`grads`) before unscaling and clipping, so that every rank sees the same gradients
-/// and takes the same overflow decision; returns the gradient norm (before clipping to
-/// `clip`) and whether the step must be skipped because the gradients overflowed.
-pub fn backward(
-    optimizer: &Optimizer,
-    scaler: &mut LossScaler,
-    grads: &GradSync,
-    loss: Tensor,
-    mixed: bool,
-    clip: Option<f64>,
-) -> Result<(f64, bool)> {
-    optimizer.zero_grad();
-    let mut skipped = false;
-    if mixed {
-        (loss * scaler.scale).backward();
-        grads.average()?;
-        skipped = !scaler.unscale(optimizer);
-    } else {
-        loss.backward();
-        grads.average()?;
-    }
-    let norm = match clip {
-        Some(max) => optimizer.clip_grad_norm(max),
-        None => optimizer.grad_norm(),
-    };
-    Ok((norm, skipped))
 }
 
 /// The schedules of a run, as functions of the global step.

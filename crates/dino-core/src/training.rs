@@ -26,12 +26,14 @@ use crate::distributed::{Replicated, mean_over_ranks};
 use crate::error::{Error, Result};
 use crate::features::FeaturePipeline;
 use crate::monitor::{StepLog, StepRecord};
-use crate::prefetch::Prefetcher;
+use crate::prefetch::{JobPanicked, Prefetcher};
 
 /// One kind of training, step by step.
 pub trait Task {
-    /// Runs one optimisation step on a batch; the loop fills in the timing fields.
-    fn step(&mut self, step: usize, epoch: usize, crops: CropBatch) -> Result<StepRecord>;
+    /// Runs one optimisation step on this rank's share of a batch, as micro-batches (one
+    /// unless gradients accumulate, see [`crate::accumulation`]); the loop fills in the
+    /// timing fields.
+    fn step(&mut self, step: usize, epoch: usize, micro: Vec<CropBatch>) -> Result<StepRecord>;
     /// The checkpoint of the state after `step` steps.
     fn checkpoint(&self, epoch: usize, step: usize) -> (CheckpointMeta, Vec<(String, Tensor)>);
     /// Restores a checkpoint of this task read from `path`; returns its step.
@@ -80,6 +82,8 @@ pub struct Plan {
     pub label: &'static str,
     /// The ranks that share each batch (a world of one unless [`Plan::distribute`] said).
     pub group: Arc<ProcessGroup>,
+    /// Micro-batches per step on each rank (gradient accumulation).
+    pub accumulation: usize,
 }
 
 impl Plan {
@@ -117,25 +121,29 @@ impl Plan {
             checkpoints,
             label,
             group: Arc::new(ProcessGroup::single()),
+            accumulation: 1,
         })
     }
 
-    /// Shares each (global) batch among the ranks of `group`; the batch must divide.
-    pub fn distribute(&mut self, group: Arc<ProcessGroup>) -> Result<()> {
+    /// Shares each (global) batch among the ranks of `group`, each processing its share as
+    /// `accumulation` micro-batches; the batch must divide into world x accumulation.
+    pub fn distribute(&mut self, group: Arc<ProcessGroup>, accumulation: usize) -> Result<()> {
         let world = group.world_size();
-        if !self.batch.is_multiple_of(world) {
+        if accumulation == 0 || !self.batch.is_multiple_of(world * accumulation) {
             return Err(Error::Config(format!(
-                "batch_size {} (the global batch) does not divide among {world} ranks",
+                "batch_size {} (the global batch) does not divide into {world} rank(s) x \
+                 {accumulation} accumulation_steps",
                 self.batch
             )));
         }
         self.group = group;
+        self.accumulation = accumulation;
         Ok(())
     }
 
-    /// The items of each batch that this rank processes.
+    /// The items of each micro-batch that this rank processes.
     pub fn local_batch(&self) -> usize {
-        self.batch / self.group.world_size()
+        self.batch / (self.group.world_size() * self.accumulation)
     }
 
     /// Whether this process writes checkpoints, logs and reports (rank 0).
@@ -201,14 +209,13 @@ pub fn run(
         let first = step % plan.steps_per_epoch;
         let order = plan.epoch_order(epoch);
         let last = plan.steps_per_epoch.min(first + end - step);
-        // This rank's slice of each global batch.
-        let (batch, local) = (plan.batch, plan.local_batch());
-        let offset = plan.group.rank() * local;
+        // This rank's slice of each micro-batch of each global batch (job `s * acc + m` is
+        // micro-batch `m` of the `s`-th step here).
+        let (batch, local, acc) = (plan.batch, plan.local_batch(), plan.accumulation);
+        let (rank, world) = (plan.group.rank(), plan.group.world_size());
         let jobs: Vec<Vec<(usize, usize)>> = (first..last)
-            .map(|b| {
-                let from = b * batch + offset;
-                (from..from + local).map(|p| (p, order[p])).collect()
-            })
+            .flat_map(|b| (0..acc).map(move |m| b * batch + (m * world + rank) * local))
+            .map(|from| (from..from + local).map(|p| (p, order[p])).collect())
             .collect();
         let (loader_sampler, loader_jobs) = (sampler.clone(), Arc::new(jobs));
         let jobs = loader_jobs.clone();
@@ -217,19 +224,29 @@ pub fn run(
         });
         let mut step_started = Instant::now();
         let mut waited_before = loader.waited();
-        while let Some(crops) = loader.next() {
-            let wait = (loader.waited() - waited_before).as_secs_f64();
-            let entries = sampler.cache().entries();
-            let crops = crops.map_err(|failed| {
+        // A panicked loader job ends the training with its message and the utterances it read.
+        let entries = sampler.cache().entries();
+        let unwrap_job = |item: std::result::Result<Result<CropBatch>, JobPanicked>| {
+            item.map_err(|failed| {
                 let items = &jobs[failed.job];
                 Error::loader(
                     failed,
                     items.iter().map(|&(_, i)| entries[i].utt_id.as_str()),
                 )
-            })??;
-            let count = crops.count();
+            })?
+        };
+        while let Some(first_micro) = loader.next() {
+            let mut micro = vec![unwrap_job(first_micro)?];
+            for _ in 1..acc {
+                let next = loader
+                    .next()
+                    .ok_or_else(|| Error::Config("the loader ended inside a step".to_owned()))?;
+                micro.push(unwrap_job(next)?);
+            }
+            let wait = (loader.waited() - waited_before).as_secs_f64();
+            let count: usize = micro.iter().map(CropBatch::count).sum();
             task.replicated().broadcast_buffers()?;
-            let mut record = task.step(outcome.step, epoch, crops)?;
+            let mut record = task.step(outcome.step, epoch, micro)?;
             // The logged loss and accuracy are those of the global batch.
             let means = mean_over_ranks(&plan.group, &[record.loss, record.accuracy])?;
             (record.loss, record.accuracy) = (means[0], means[1]);
@@ -411,4 +428,37 @@ fn open_log(out_dir: &Path, step: usize) -> Result<StepLog> {
     std::fs::create_dir_all(out_dir).map_err(|e| stage_kit::FileError::new(out_dir, e))?;
     let path = out_dir.join(STEP_LOG);
     StepLog::open(&path, Some(step)).map_err(|e| stage_kit::FileError::new(&path, e).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(batch: usize) -> Plan {
+        let checkpoints = CheckpointDir {
+            dir: std::env::temp_dir().join("unused"),
+            keep: 1,
+        };
+        Plan::new(1, 1, batch, None, (0..40).collect(), checkpoints, "test").unwrap()
+    }
+
+    #[test]
+    fn accumulation_divides_the_batch_or_names_the_numbers() {
+        let mut p = plan(12);
+        p.distribute(Arc::new(ProcessGroup::single()), 3).unwrap();
+        assert_eq!(p.local_batch(), 4);
+        let err = plan(10)
+            .distribute(Arc::new(ProcessGroup::single()), 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("batch_size 10") && err.contains("1 rank(s) x 3 accumulation_steps"),
+            "{err}"
+        );
+        assert!(
+            plan(10)
+                .distribute(Arc::new(ProcessGroup::single()), 0)
+                .is_err()
+        );
+    }
 }

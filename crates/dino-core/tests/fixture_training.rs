@@ -249,3 +249,121 @@ fn a_world_of_two_resumes_exactly_and_continues_at_a_world_of_one() {
     assert_eq!((after.len(), &after[..2]), (6, &before[..]));
     assert!(after.iter().all(|l| l.is_finite()));
 }
+
+#[test]
+fn accumulated_micro_batches_train_and_an_indivisible_batch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny(3);
+    config.epochs = 1;
+    config.accumulation_steps = 2;
+    let out = dir.path().join("accumulated");
+    let report = pretrain::run(&config, &paths(&out), false, StopAt::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.steps, 3);
+    let logged = losses(&out);
+    assert_eq!(logged.len(), 3);
+    assert!(logged.iter().all(|l| l.is_finite()), "{logged:?}");
+
+    config.accumulation_steps = 3;
+    let err = pretrain::run(
+        &config,
+        &paths(&dir.path().join("refused")),
+        false,
+        StopAt::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("batch_size 8") && err.contains("3 accumulation_steps"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_embedding_shards_merge_into_the_unsharded_file_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    pretrain::run(&tiny(5), &paths(&model), false, StopAt { step: Some(0) }).unwrap();
+    let checkpoint = model.join("checkpoints/step-00000000.safetensors");
+    let p = common::prepared();
+    // Small batches, so that each shard gets several.
+    let config = EmbedConfig {
+        device: "cpu".into(),
+        max_batch_seconds: 8.0,
+        ..Default::default()
+    };
+    let embed_shard = |shard: &str, out: &Path| {
+        embed::run_shard(
+            &checkpoint,
+            &p.test,
+            &p.test_cache,
+            out,
+            &config,
+            shard.parse().unwrap(),
+        )
+        .unwrap()
+    };
+    let whole = dir.path().join("whole.h5");
+    embed_shard("0/1", &whole);
+    let shards = [dir.path().join("s0.h5"), dir.path().join("s1.h5")];
+    let (a, b) = (
+        embed_shard("0/2", &shards[0]),
+        embed_shard("1/2", &shards[1]),
+    );
+    assert!(a.utterances > 0 && b.utterances > 0, "{a:?} {b:?}");
+    let merged = dir.path().join("merged.h5");
+    embed::merge_shards(&p.test, &shards, &merged).unwrap();
+    let (whole, joined) = (
+        feature_extract::Embeddings::read(&whole).unwrap(),
+        feature_extract::Embeddings::read(&merged).unwrap(),
+    );
+    assert_eq!(whole.utt_ids, joined.utt_ids);
+    assert_eq!(whole.description, joined.description);
+    let bits = |e: &feature_extract::Embeddings| -> Vec<u32> {
+        e.vectors.iter().map(|v| v.to_bits()).collect()
+    };
+    assert_eq!(bits(&whole), bits(&joined));
+
+    // `embed --nproc-per-node 2`: two ranks, each a shard, joined in manifest order.
+    let config_path = dir.path().join("embed.toml");
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    let launched = dir.path().join("launched.h5");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_dino-core"))
+        .arg("embed")
+        .arg("--checkpoint")
+        .arg(&checkpoint)
+        .arg("--manifest")
+        .arg(&p.test)
+        .arg("--audio-cache")
+        .arg(&p.test_cache)
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--out")
+        .arg(&launched)
+        .args(["--nproc-per-node", "2"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "embed --nproc-per-node 2: {status}");
+    let launched = feature_extract::Embeddings::read(&launched).unwrap();
+    assert_eq!(whole.utt_ids, launched.utt_ids);
+    // The ranks run with their share of the cores, and other intra-op thread counts sum in
+    // another order: equal to float rounding, not bit for bit.
+    let diff = (&whole.vectors - &launched.vectors)
+        .iter()
+        .fold(0f32, |m, d| m.max(d.abs()));
+    let scale = whole.vectors.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(
+        diff <= 1e-4 * scale,
+        "max |launched - whole| = {diff} (scale {scale})"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".part-"))
+        .collect();
+    assert!(left.is_empty(), "parts left behind: {left:?}");
+    // A shard of the same file twice is refused.
+    let twice = [shards[0].clone(), shards[0].clone()];
+    assert!(embed::merge_shards(&p.test, &twice, &merged).is_err());
+}
