@@ -179,8 +179,10 @@ fn the_voxceleb_slurm_dry_run_prints_array_sizes_and_resources() {
 fn the_voxceleb_dry_run_prints_the_papers_plan() {
     let stdout = voxceleb_dry_run(&[]);
 
+    // The plan table's rows (command lines, which start with `$`, may hold " run " too).
     let planned: Vec<String> = stdout
         .lines()
+        .filter(|line| !line.starts_with('$'))
         .filter_map(|line| {
             line.split_once(" run ")
                 .map(|(stage, _)| stage.trim().to_owned())

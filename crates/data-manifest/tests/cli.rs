@@ -371,7 +371,8 @@ print(json.dumps({
             "codec",
             "split",
             "emotion",
-            "fold"
+            "fold",
+            "channel"
         ])
     );
     assert_eq!(v["types"][5], "uint64");
