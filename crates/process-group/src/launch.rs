@@ -3,11 +3,13 @@
 //! ranks), watches them, and on the first failure stops the others and returns that rank's
 //! exit code. Children die with the launcher (`PR_SET_PDEATHSIG`), so none is orphaned.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -34,8 +36,17 @@ pub fn exit_code(status: ExitStatus) -> i32 {
         .unwrap_or(1)
 }
 
-/// Intra-op threads of each of `local_ranks` ranks on this machine: its share of the cores.
+/// Intra-op threads of each of `local_ranks` ranks on this machine: `OMP_NUM_THREADS` when
+/// set (the launcher's, torchrun's or a Slurm job's `--cpus-per-task`, already one rank's
+/// share), else the rank's share of the cores.
 pub fn threads_per_rank(local_ranks: usize) -> usize {
+    if let Some(n) = std::env::var("OMP_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return n;
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     (cores / local_ranks.max(1)).max(1)
 }
@@ -102,34 +113,60 @@ fn spawn(launch: &Launch, rank: usize, nproc: usize, port: u16, threads: usize) 
     })
 }
 
-/// Waits for every rank; the first failure stops the rest.
-fn watch(mut ranks: Vec<Option<Child>>) -> Result<i32> {
+/// Waits for every rank; the first failure stops the rest. Each rank is waited for by a
+/// thread of its own, so exits arrive in the order they happen: when a rank fails and its
+/// peers then fail on the broken connection, the one reported is the rank that failed
+/// first, whichever the ranks' order.
+fn watch(ranks: Vec<Option<Child>>) -> Result<i32> {
+    let (tx, rx) = mpsc::channel();
+    let mut running: BTreeMap<usize, u32> = BTreeMap::new();
+    for (rank, child) in ranks.into_iter().enumerate() {
+        let Some(mut child) = child else { continue };
+        running.insert(rank, child.id());
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((rank, child.wait()));
+        });
+    }
+    drop(tx);
     let mut failed: Option<i32> = None;
-    while ranks.iter().any(Option::is_some) {
-        for rank in 0..ranks.len() {
-            let Some(child) = ranks[rank].as_mut() else {
-                continue;
-            };
-            let status = child
-                .try_wait()
-                .map_err(|e| Error::Launch(format!("watching rank {rank}: {e}")))?;
-            let Some(status) = status else { continue };
-            let pid = child.id();
-            ranks[rank] = None;
-            if status.success() || failed.is_some() {
+    let mut kill_at: Option<Instant> = None;
+    while !running.is_empty() {
+        let next = match kill_at {
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        let (rank, status) = match next {
+            Ok(exit) => exit,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                signal(&running, libc::SIGKILL);
+                kill_at = None;
                 continue;
             }
-            let code = exit_code(status);
-            tracing::error!(
-                "rank {rank} (pid {pid}) failed ({}); stopping the other ranks",
-                describe(status)
-            );
-            failed = Some(code);
-            stop(&mut ranks);
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let pid = running.remove(&rank).unwrap_or_default();
+        let status = status.map_err(|e| Error::Launch(format!("watching rank {rank}: {e}")))?;
+        if status.success() || failed.is_some() {
+            continue;
         }
-        std::thread::sleep(POLL);
+        tracing::error!(
+            "rank {rank} (pid {pid}) failed ({}); stopping the other ranks",
+            describe(status)
+        );
+        failed = Some(exit_code(status));
+        signal(&running, libc::SIGTERM);
+        kill_at = Some(Instant::now() + GRACE);
     }
     Ok(failed.unwrap_or(0))
+}
+
+/// Sends `sig` to the ranks still running (not yet reaped by their waiting thread).
+fn signal(running: &BTreeMap<usize, u32>, sig: libc::c_int) {
+    for &pid in running.values() {
+        // SAFETY: signalling our own child by pid; it has not been reported as reaped.
+        unsafe { libc::kill(pid as libc::pid_t, sig) };
+    }
 }
 
 fn describe(status: ExitStatus) -> String {
