@@ -162,6 +162,7 @@ fn the_voxceleb_slurm_dry_run_prints_array_sizes_and_resources() {
     let pretrain = sbatch("pretrain");
     for option in [
         "--nodes=2",
+        "--ntasks-per-node=4",
         "--gpus-per-node=4",
         "--signal=B:USR1@300",
         "--requeue",
@@ -173,6 +174,9 @@ fn the_voxceleb_slurm_dry_run_prints_array_sizes_and_resources() {
     assert!(stdout.contains("srun "), "{stdout}");
     assert!(sbatch("finetune-r2")[0].contains("--gpus-per-node=4"));
     assert_eq!(sbatch("scan")[0].matches("--array=0-15%16").count(), 1);
+    let embed = sbatch("embed-r1");
+    assert!(embed[0].contains("--array=0-7%8") && embed[0].contains("--gpus-per-node=1"));
+    assert!(embed[1].contains("<embed-r1.array>"), "{embed:?}");
 }
 
 #[test]

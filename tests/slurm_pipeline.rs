@@ -1,20 +1,19 @@
 //! The Slurm executor against a real slurmctld and slurmd on this machine (`cargo xtask
 //! slurm-local`, 127.0.0.1 only, started by the test and stopped by pid at its end): the
-//! shortened fixture pipeline with scan and prepare in 2 shards gives the local executor's
-//! report and bit-identical embeddings; the jobs, their dependency chain and the array tasks
-//! are recorded; a second submission submits nothing; a cancelled array task is rerun alone;
-//! a training job warned with USR1 checkpoints, requeues itself and ends with the weights of
-//! the uninterrupted run.
-//!
-//! Training runs as one task per job until the data-parallel launcher lands (2 `srun` ranks
-//! are its test to add then).
+//! shortened fixture pipeline at world size 2 (`nproc_per_node = 2`) with scan, prepare and
+//! embed in 2 shards gives the report, the bit-identical embeddings and the training weights
+//! of the local executor, whose training stages run 2 ranks through the launcher while the
+//! Slurm jobs run 2 `srun` tasks that meet through the Slurm variables; the jobs, their
+//! dependency chain and the array tasks are recorded; a second submission submits nothing; a
+//! cancelled array task is rerun alone; a training job warned with USR1 checkpoints, requeues
+//! itself and ends with the weights of the uninterrupted run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use end_to_end::{run, small_fixture_pipeline};
+use end_to_end::{edit, run, small_fixture_pipeline};
 use xtask::pipeline::{self, Executor, Options, Outcome};
 use xtask::slurm_local;
 
@@ -110,9 +109,18 @@ fn embeddings(run_dir: &Path) -> Vec<PathBuf> {
         .flat_map(|stage| std::fs::read_dir(run_dir.join(stage)).unwrap().flatten())
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "h5"))
+        .filter(|p| !p.to_string_lossy().contains(".shard-"))
         .collect();
     files.sort();
     files
+}
+
+/// The tensor bytes of a stage's `model.safetensors`: the file after its JSON header, whose
+/// metadata names the run folder (a fine-tuning's `init` path).
+fn weights(stage_dir: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(stage_dir.join("model.safetensors")).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + header..].to_vec()
 }
 
 /// The queue state of `job` (`id` or `id_task`), if queued.
@@ -160,15 +168,22 @@ fn slurm_runs_the_pipeline_as_the_local_executor_does() {
     let _cluster = LocalCluster::start();
     let work = tempfile::tempdir().unwrap();
     let pipeline = small_fixture_pipeline(work.path()).unwrap();
+    edit(&pipeline, &["pipeline"], "nproc_per_node", 2.into()).unwrap();
     let text = std::fs::read_to_string(&pipeline).unwrap();
-    // Same threads as the local run (all cores) except the sharded stages, whose two tasks
-    // then run side by side.
+    // Same threads as the local run: all cores for one-process stages (embed's shards too),
+    // the launcher's share (cores / 2) for each training rank; scan and prepare tasks, whose
+    // output does not depend on threads, take one core each and run side by side. The ranks
+    // meet on 127.0.0.1, not on the address the node's name resolves to.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rank_cores = (cores / 2).max(1);
     std::fs::write(
         &pipeline,
         format!(
             "{text}\n[slurm]\ncpus_per_task = {cores}\nshards = 2\n\
-             [slurm.stage.scan]\ncpus_per_task = 1\n[slurm.stage.prepare]\ncpus_per_task = 1\n"
+             extra = [\"--export=ALL,MASTER_ADDR=127.0.0.1\"]\n\
+             [slurm.stage.scan]\ncpus_per_task = 1\n[slurm.stage.prepare]\ncpus_per_task = 1\n\
+             [slurm.stage.pretrain]\ncpus_per_task = {rank_cores}\n\
+             [slurm.stage.finetune]\ncpus_per_task = {rank_cores}\n"
         ),
     )
     .unwrap();
@@ -187,6 +202,32 @@ fn slurm_runs_the_pipeline_as_the_local_executor_does() {
         embedding_digests(&embeddings(&slurm_dir)),
         embedding_digests(&embeddings(&local_dir))
     );
+
+    // Training at world size 2: one job of 2 srun tasks per node, whose ranks met through
+    // the Slurm variables, ending with the local launcher's weights.
+    for stage in ["pretrain", "finetune-r1"] {
+        let job = &json(&slurm_dir.join(stage).join("stage.json"))["slurm"]["jobs"][0];
+        let sbatch: Vec<&str> = job["sbatch"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            sbatch.contains(&"--ntasks-per-node=2"),
+            "{stage}: {sbatch:?}"
+        );
+        let log = std::fs::read_to_string(job["log"].as_str().unwrap()).unwrap();
+        assert!(log.contains("rank 1 of 2"), "{stage}: {log}");
+        assert!(
+            weights(&slurm_dir.join(stage)) == weights(&local_dir.join(stage)),
+            "{stage}: the weights differ from the local launcher's"
+        );
+    }
+    // Embedding in an array of 2 tasks, merged before the model bundle.
+    let embed = json(&slurm_dir.join("embed/stage.json"))["slurm"].clone();
+    assert_eq!(embed["jobs"][0]["role"], "array");
+    assert_eq!(embed["jobs"][0]["tasks"].as_array().unwrap().len(), 2);
 
     // The bookkeeping: prepare's array of 2 tasks, its merge after it, pretraining after the
     // merge; the completion log has both array tasks.
@@ -296,12 +337,27 @@ fn slurm_runs_the_pipeline_as_the_local_executor_does() {
         .as_str()
         .unwrap()
         .to_owned();
-    wait_until("pretraining to run", || {
-        queue_state(&job).as_deref() == Some("RUNNING")
+    // Warned once its first checkpoint (step 2 of 8) is written: mid-run, with the next
+    // checkpoint to wait for still ahead.
+    let first_checkpoint = slurm_dir.join("pretrain/checkpoints/step-00000002.safetensors");
+    wait_until("pretraining's first checkpoint", || {
+        first_checkpoint.exists()
     });
+    assert_eq!(queue_state(&job).as_deref(), Some("RUNNING"));
     assert!(
         LocalCluster::command("scancel")
             .args(["--batch", "--signal=USR1", &job])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Slurm holds a requeued job for two minutes (its begin time); release it now.
+    wait_until("the requeued job to wait", || {
+        queue_state(&job).as_deref() == Some("PENDING")
+    });
+    assert!(
+        LocalCluster::command("scontrol")
+            .args(["update", &format!("JobId={job}"), "StartTime=now"])
             .status()
             .unwrap()
             .success()
@@ -324,8 +380,8 @@ fn slurm_runs_the_pipeline_as_the_local_executor_does() {
         log.contains("requeueing") && log.contains("resuming from"),
         "{log}"
     );
-    assert_eq!(
-        std::fs::read(slurm_dir.join("pretrain/model.safetensors")).unwrap(),
-        std::fs::read(local_dir.join("pretrain/model.safetensors")).unwrap()
+    assert!(
+        weights(&slurm_dir.join("pretrain")) == weights(&local_dir.join("pretrain")),
+        "the requeued pretraining ends with other weights than the uninterrupted one"
     );
 }

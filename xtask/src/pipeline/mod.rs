@@ -128,8 +128,11 @@ pub fn run(options: &Options) -> anyhow::Result<Outcome> {
             &decisions,
             &section,
             &run_dir,
-            options.dry_run,
-            options.submit_and_exit,
+            &slurm::Submit {
+                dry_run: options.dry_run,
+                submit_and_exit: options.submit_and_exit,
+                nproc_per_node: file.pipeline.nproc_per_node,
+            },
         )?;
         if !options.dry_run && (!options.submit_and_exit || outcome.submitted.is_empty()) {
             finish_report(&name, &file, &stages, &run_dir, options)?;
@@ -243,16 +246,18 @@ fn binary_dir() -> PathBuf {
     workspace::root().join("target").join("pipeline-bin")
 }
 
-/// Builds the stage binaries (release) and copies them into [`binary_dir`].
+/// Builds the stage binaries (release) and copies them into [`binary_dir`]. The whole
+/// workspace is built, so that its dependencies get the features `cargo xtask test` (a
+/// release build of the workspace's tests) gives them: one build serves both.
 fn build_binaries() -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace::root())
-        .args(["build", "--release"]);
-    for bin in STAGE_BINARIES {
-        cmd.args(["--package", bin]);
-    }
-    command::run(&mut cmd).context("building the stage binaries")?;
+    command::run(Command::new(cargo).current_dir(workspace::root()).args([
+        "build",
+        "--release",
+        "--workspace",
+        "--bins",
+    ]))
+    .context("building the stage binaries")?;
     let release = workspace::root().join("target").join("release");
     let dir = binary_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -43,6 +43,16 @@ struct PlannedJob {
     after_previous: bool,
 }
 
+/// How [`run`] hands the stages over.
+pub struct Submit {
+    /// Print the sbatch lines instead of submitting.
+    pub dry_run: bool,
+    /// Leave the jobs running; the next `pipeline` or `status` call collects them.
+    pub submit_and_exit: bool,
+    /// `[pipeline] nproc_per_node`: the ranks per node of a training job (`--ntasks-per-node`).
+    pub nproc_per_node: Option<usize>,
+}
+
 /// Submits (or, with `dry_run`, prints the sbatch lines of) every stage the decisions run;
 /// follows the jobs to the end unless `submit_and_exit`.
 pub fn run(
@@ -51,9 +61,13 @@ pub fn run(
     decisions: &[Decision],
     section: &SlurmSection,
     run_dir: &Path,
-    dry_run: bool,
-    submit_and_exit: bool,
+    submit: &Submit,
 ) -> anyhow::Result<Outcome> {
+    let Submit {
+        dry_run,
+        submit_and_exit,
+        nproc_per_node,
+    } = *submit;
     let names: Vec<&str> = decisions.iter().map(|d| d.stage.name.as_str()).collect();
     let unknown = section.unknown_stages(&names);
     if !unknown.is_empty() {
@@ -115,6 +129,7 @@ pub fn run(
             continue;
         }
         let resources = section.for_stage(&stage.name);
+        let ranks = tasks_per_node(nproc_per_node, &resources);
         let shape = shape::of(stage, resources.shards.unwrap_or(1));
         let dependency: Vec<Dependency> = stage
             .upstream
@@ -127,13 +142,14 @@ pub fn run(
             })
             .collect();
         let Some(cluster) = &cluster else {
-            let last = print_dry_run(pipeline, stage, &shape, &resources, &dir, &dependency);
+            let jobs = plan_jobs(pipeline, stage, &shape, &resources, ranks, &dir);
+            let last = print_dry_run(stage, &shape, jobs, &dependency);
             finals.insert(stage.name.clone(), last);
             continue;
         };
         let resumed = super::prepare_stage_dir(decision, &dir)?;
         std::fs::create_dir_all(dir.join(SLURM_DIR))?;
-        let jobs = plan_jobs(pipeline, stage, &shape, &resources, &dir);
+        let jobs = plan_jobs(pipeline, stage, &shape, &resources, ranks, &dir);
         let mut records: Vec<JobRecord> = Vec::new();
         for job in jobs {
             let mut deps = dependency.clone();
@@ -389,12 +405,14 @@ async fn follow(
     Ok(done)
 }
 
-/// The jobs of `stage` (`shape`) in submission order, with their scripts.
+/// The jobs of `stage` (`shape`) in submission order, with their scripts; a training job
+/// runs `ranks` tasks per node.
 fn plan_jobs(
     pipeline: &str,
     stage: &Stage,
     shape: &Shape,
     resources: &Resources,
+    ranks: u32,
     dir: &Path,
 ) -> Vec<PlannedJob> {
     let slurm_dir = dir.join(SLURM_DIR);
@@ -431,7 +449,7 @@ fn plan_jobs(
             let mut args = common("training", &single_log);
             args.extend([
                 format!("--nodes={}", resources.nodes.unwrap_or(1)),
-                format!("--ntasks-per-node={}", tasks_per_node()),
+                format!("--ntasks-per-node={ranks}"),
                 format!("--signal=B:USR1@{warning}"),
                 "--requeue".to_owned(),
                 "--open-mode=append".to_owned(),
@@ -490,10 +508,15 @@ fn plan_jobs(
     }
 }
 
-/// Tasks per node of a training job. One until the data-parallel launcher's
-/// `[pipeline] nproc_per_node` is in (its ranks find each other through `SLURM_PROCID`, ...).
-fn tasks_per_node() -> u32 {
-    1
+/// Ranks per node of a training job: the pipeline's `nproc_per_node` (the one world-size
+/// setting, as under the local launcher), else one per GPU the job asks for, else one. Each
+/// rank is an `srun` task and finds the others through `SLURM_PROCID`, `SLURM_NTASKS`, ...
+fn tasks_per_node(nproc_per_node: Option<usize>, resources: &Resources) -> u32 {
+    nproc_per_node
+        .map(|n| n as u32)
+        .or(resources.gpus_per_node)
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// sbatch options of a job's resources.
@@ -543,19 +566,17 @@ fn compact(shards: &[u32]) -> String {
     parts.join(",")
 }
 
-/// Prints the sbatch lines of `stage` and the commands of each job; returns the placeholder
-/// standing for the id of its last job.
+/// Prints the sbatch lines of `stage`'s `jobs` and the commands of each; returns the
+/// placeholder standing for the id of its last job.
 fn print_dry_run(
-    pipeline: &str,
     stage: &Stage,
     shape: &Shape,
-    resources: &Resources,
-    dir: &Path,
+    jobs: Vec<PlannedJob>,
     dependency: &[Dependency],
 ) -> String {
     println!("\n== {} (Slurm) ==", stage.name);
     let mut previous: Option<String> = None;
-    for job in plan_jobs(pipeline, stage, shape, resources, dir) {
+    for job in jobs {
         let mut deps = dependency.to_vec();
         if job.after_previous
             && let Some(p) = &previous
@@ -614,6 +635,17 @@ pub fn refresh(stages: &[Stage], run_dir: &Path) -> anyhow::Result<Collected> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn training_jobs_run_one_task_per_rank() {
+        let gpus = Resources {
+            gpus_per_node: Some(4),
+            ..Resources::default()
+        };
+        assert_eq!(tasks_per_node(Some(2), &gpus), 2);
+        assert_eq!(tasks_per_node(None, &gpus), 4);
+        assert_eq!(tasks_per_node(None, &Resources::default()), 1);
+    }
 
     #[test]
     fn array_lists_are_compact() {

@@ -1,5 +1,5 @@
 //! How a stage becomes Slurm jobs. Shardable commands (`data-manifest scan`,
-//! `feature-extract prepare`, which take `--shard i/N`) run in an array job, task `s` doing
+//! `feature-extract prepare`, `dino-core embed`, which take `--shard i/N`) run in an array job, task `s` doing
 //! shard `s` of each into files named `*.shard-s.*`; a merge job then joins the shards into the
 //! files the unsharded command writes and runs the stage's other commands. Training commands
 //! (`dino-core pretrain|finetune`) run as one job of `srun` tasks. The rest run as one job.
@@ -83,6 +83,7 @@ pub fn instance(template: &str, shard: u32) -> String {
 enum Kind {
     Scan,
     Prepare,
+    Embed,
     Training,
     Other,
 }
@@ -90,6 +91,7 @@ enum Kind {
 /// Flags whose values are files a shard writes, by kind.
 const SCAN_OUTPUTS: [&str; 3] = ["--out", "--rejects", "--summary-json"];
 const PREPARE_OUTPUTS: [&str; 4] = ["--audio-out", "--fbank-out", "--rejects", "--summary-json"];
+const EMBED_OUTPUTS: [&str; 2] = ["--out", "--summary-json"];
 
 fn kind(command: &[String]) -> Kind {
     let program = Path::new(&command[0])
@@ -101,6 +103,7 @@ fn kind(command: &[String]) -> Kind {
         "data-manifest" if command.get(1).is_some_and(|a| a == "scan") => Kind::Scan,
         "feature-extract" if has("prepare") => Kind::Prepare,
         "dino-core" if has("pretrain") || has("finetune") => Kind::Training,
+        "dino-core" if has("embed") => Kind::Embed,
         _ => Kind::Other,
     }
 }
@@ -111,7 +114,7 @@ pub fn of(stage: &Stage, shards: u32) -> Shape {
     if kinds.contains(&Kind::Training) {
         return Shape::Training;
     }
-    let shardable = |k: &Kind| matches!(k, Kind::Scan | Kind::Prepare);
+    let shardable = |k: &Kind| matches!(k, Kind::Scan | Kind::Prepare | Kind::Embed);
     if shards <= 1 || !kinds.iter().any(shardable) {
         return Shape::Single;
     }
@@ -127,6 +130,7 @@ pub fn of(stage: &Stage, shards: u32) -> Shape {
         let outputs: &[&str] = match kind {
             Kind::Scan => &SCAN_OUTPUTS,
             Kind::Prepare => &PREPARE_OUTPUTS,
+            Kind::Embed => &EMBED_OUTPUTS,
             _ => {
                 rest.push(command.clone());
                 continue;
@@ -229,6 +233,18 @@ fn merge_commands(
                 merge
             })
             .collect(),
+        Kind::Embed => all("--out")
+            .map(|(out, parts)| {
+                let mut merge = vec![program.clone(), "merge-embeddings".to_owned()];
+                if let Some(manifest) = value("--manifest") {
+                    merge.extend(["--manifest".to_owned(), manifest]);
+                }
+                merge.extend(["--out".to_owned(), out]);
+                merge.extend(parts);
+                merge
+            })
+            .into_iter()
+            .collect(),
         Kind::Training | Kind::Other => Vec::new(),
     }
 }
@@ -287,5 +303,26 @@ mod tests {
         assert_eq!(of(&train, 4), Shape::Training);
         let eval = stage(&["/b/downstream-eval sv --embeddings /e"]);
         assert_eq!(of(&eval, 4), Shape::Single);
+    }
+
+    #[test]
+    fn embedding_shards_are_merged_before_the_bundle() {
+        let s = stage(&[
+            "/b/dino-core embed --checkpoint /m --manifest /r/scan/a.parquet --out /r/embed/a.h5 --summary-json /r/embed/a.summary.json",
+            "/b/dino-core bundle --checkpoint /m --mean-embeddings /r/embed/a.h5 --out /r/embed/model.safetensors",
+        ]);
+        let Shape::Array(plan) = of(&s, 2) else {
+            panic!("not an array")
+        };
+        assert_eq!(
+            plan.task[0].join(" "),
+            "/b/dino-core embed --checkpoint /m --manifest /r/scan/a.parquet --out /r/embed/a.shard-@SHARD@.h5 --summary-json /r/embed/a.summary.shard-@SHARD@.json --shard @SHARD@/2"
+        );
+        assert_eq!(plan.task.len(), 1);
+        assert_eq!(
+            plan.merge[0].join(" "),
+            "/b/dino-core merge-embeddings --manifest /r/scan/a.parquet --out /r/embed/a.h5 /r/embed/a.shard-0.h5 /r/embed/a.shard-1.h5"
+        );
+        assert_eq!(plan.merge[1], s.commands[1]);
     }
 }
