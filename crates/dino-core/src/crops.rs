@@ -11,6 +11,7 @@ use feature_extract::cache::AudioCache;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
 
 use crate::error::Result;
 
@@ -121,6 +122,21 @@ impl CropSampler {
     /// The augmenter, when crops are augmented on the CPU.
     pub fn augmenter(&self) -> Option<&Augmenter> {
         self.augmenter.as_ref()
+    }
+
+    /// The crops `[n, len]` of a [`CropBatch`] buffer on `device`; with augmentation on the
+    /// device, reverberated and mixed there by their `draws` (the batch's, in crop order).
+    pub fn to_device(&self, crops: &[f32], n: usize, draws: &[Draw], device: Device) -> Tensor {
+        let len = (crops.len() / n.max(1)) as i64;
+        let x = Tensor::from_slice(crops)
+            .view([n as i64, len])
+            .to_device(device);
+        match &self.augmenter {
+            Some(augmenter) if self.augment_on_device && !draws.is_empty() => {
+                feature_extract::augment_tch::apply_draws(augmenter, &x, draws)
+            }
+            _ => x,
+        }
     }
 
     /// Crop length in samples for a duration.

@@ -60,6 +60,11 @@ impl FeaturePipeline {
         self.fbank.options().sample_rate
     }
 
+    /// The device the features are computed on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
     /// Normalised features `[B, frames, bins]` on the device of waveforms `[B, T]` (int16
     /// scale) given as a flat host buffer.
     pub fn forward(&self, waveforms: &[f32], batch: usize) -> Tensor {
@@ -67,7 +72,12 @@ impl FeaturePipeline {
         let x = Tensor::from_slice(waveforms)
             .view([batch as i64, len])
             .to_device(self.device);
-        let feats = self.fbank.forward(&x);
+        self.of(&x)
+    }
+
+    /// Normalised features of waveforms `[B, T]` (int16 scale) already on the device.
+    pub fn of(&self, x: &Tensor) -> Tensor {
+        let feats = self.fbank.forward(x);
         match &self.normalization {
             Normalization::None => feats,
             Normalization::Cmn => cmn_tch(&feats),

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use data_manifest::PseudoLabels;
@@ -17,7 +18,7 @@ use tch::{Device, Kind, Tensor};
 use crate::aam::{AamConfig, AamSoftmax};
 use crate::accumulation;
 use crate::checkpoint::{self, CheckpointDir, CheckpointMeta, EmbeddingSpec};
-use crate::crops::{CropBatch, CropConfig};
+use crate::crops::{CropBatch, CropConfig, CropSampler};
 use crate::distributed::{self, GradSync, Replicated};
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
@@ -185,7 +186,7 @@ pub fn run(
         spec,
         classes as i64,
         targets,
-        features,
+        (features, sampler.clone()),
         &plan,
         device,
     );
@@ -272,6 +273,8 @@ struct FinetuneTask<'a> {
     classifier: AamSoftmax,
     targets: HashMap<usize, i64>,
     features: FeaturePipeline,
+    /// The loader's sampler, for augmentation on the device.
+    sampler: Arc<CropSampler>,
     optimizer: Optimizer,
     scaler: LossScaler,
     grads: GradSync,
@@ -289,7 +292,7 @@ impl<'a> FinetuneTask<'a> {
         spec: EmbeddingSpec,
         classes: i64,
         targets: HashMap<usize, i64>,
-        features: FeaturePipeline,
+        (features, sampler): (FeaturePipeline, Arc<CropSampler>),
         plan: &Plan,
         device: Device,
     ) -> Self {
@@ -325,6 +328,7 @@ impl<'a> FinetuneTask<'a> {
             classifier,
             targets,
             features,
+            sampler,
             optimizer,
             scaler: LossScaler::new(),
             lr,
@@ -372,7 +376,13 @@ impl Task for FinetuneTask<'_> {
         let count = micro.len();
         let (mut loss_value, mut accuracy) = (0.0, 0.0);
         for (m, crops) in micro.iter().enumerate() {
-            let feats = self.features.forward(&crops.globals, crops.batch);
+            let x = self.sampler.to_device(
+                &crops.globals,
+                crops.batch,
+                &crops.global_draws,
+                self.features.device(),
+            );
+            let feats = self.features.of(&x);
             let labels: Vec<i64> = crops.items.iter().map(|i| self.targets[i]).collect();
             let labels = Tensor::from_slice(&labels).to_device(feats.device());
             let (loss, micro_accuracy) = tch::autocast(self.mixed, || {

@@ -21,7 +21,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::accumulation;
 use crate::checkpoint::{self, CheckpointDir, CheckpointMeta, EmbeddingSpec};
-use crate::crops::{CropBatch, CropConfig};
+use crate::crops::{CropBatch, CropConfig, CropSampler};
 use crate::distributed::{self, GradSync, Replicated, global_row_mean};
 use crate::error::{Error, Result};
 use crate::features::{FeatureConfig, FeaturePipeline};
@@ -188,7 +188,13 @@ pub fn run(
         (config.workers, config.prefetch, config.checkpoint_every);
     plan.distribute(group.clone(), config.accumulation_steps)?;
     let config_json = serde_json::to_value(config).map_err(|e| Error::Config(e.to_string()))?;
-    let mut task = DinoTask::new(config, config_json.clone(), &plan, features, device);
+    let mut task = DinoTask::new(
+        config,
+        config_json.clone(),
+        &plan,
+        (features, sampler.clone()),
+        device,
+    );
     let end = stop.step.unwrap_or(usize::MAX);
     let Some(outcome) = training::resume_and_run(
         &plan,
@@ -240,6 +246,8 @@ struct DinoTask<'a> {
     config: &'a PretrainConfig,
     config_json: serde_json::Value,
     features: FeaturePipeline,
+    /// The loader's sampler, for augmentation on the device.
+    sampler: Arc<CropSampler>,
     dino: Dino,
     optimizer: Optimizer,
     loss: DinoLoss,
@@ -258,7 +266,7 @@ impl<'a> DinoTask<'a> {
         config: &'a PretrainConfig,
         config_json: serde_json::Value,
         plan: &Plan,
-        features: FeaturePipeline,
+        (features, sampler): (FeaturePipeline, Arc<CropSampler>),
         device: Device,
     ) -> Self {
         let seed = stage_kit::rng::stream_seed(config.seed, "init");
@@ -269,6 +277,7 @@ impl<'a> DinoTask<'a> {
             config,
             config_json,
             features,
+            sampler,
             grads: GradSync::new(group.clone(), optimizer.parameters()),
             replicated: Replicated::new(group.clone(), &dino.student.vs, &[&dino.teacher.vs]),
             group,
@@ -289,12 +298,15 @@ impl DinoTask<'_> {
     /// outputs of its global views.
     fn micro_loss(&self, crops: &CropBatch, temp: f64) -> (Tensor, TeacherStats, Tensor) {
         let c = self.config;
-        let globals = self
-            .features
-            .forward(&crops.globals, c.crops.global_crops * crops.batch);
-        let locals = self
-            .features
-            .forward(&crops.locals, c.crops.local_crops * crops.batch);
+        let device = self.features.device();
+        let views = |buffer: &[f32], n: usize, draws: &[_]| {
+            let x = self
+                .sampler
+                .to_device(buffer, n * crops.batch, draws, device);
+            self.features.of(&x)
+        };
+        let globals = views(&crops.globals, c.crops.global_crops, &crops.global_draws);
+        let locals = views(&crops.locals, c.crops.local_crops, &crops.local_draws);
         let (teacher_out, student_out) = tch::autocast(self.mixed, || {
             let teacher_out = self.dino.teacher_forward(&globals);
             let mut outs = vec![self.dino.student.forward(&globals, true)];

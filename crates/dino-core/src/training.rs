@@ -373,7 +373,10 @@ pub fn crop_sampler(
         )));
     }
     let augmenter = open_augmenter(noise, rirs, augment)?;
-    Ok(Arc::new(CropSampler::new(cache, augmenter, crops, seed)))
+    Ok(Arc::new(
+        CropSampler::new(cache, augmenter, crops, seed)
+            .with_augmentation_on_device(augment.on_device),
+    ))
 }
 
 /// File names inside a training run's output folder.

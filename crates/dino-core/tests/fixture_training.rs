@@ -123,6 +123,40 @@ fn a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     assert!(err.contains("another configuration"), "{err}");
 }
 
+#[test]
+fn augmentation_on_the_device_trains_as_on_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny(3);
+    (config.epochs, config.max_steps_per_epoch) = (1, Some(3));
+    (config.augment.noise_prob, config.augment.rir_prob) = (0.8, 0.8);
+    let run = |name: &str, config: &PretrainConfig| {
+        let out = dir.path().join(name);
+        pretrain::run(config, &paths(&out), false, StopAt::default())
+            .unwrap()
+            .unwrap();
+        losses(&out)
+    };
+    let cpu = run("cpu", &config);
+    config.augment.on_device = true;
+    let device = run("device", &config);
+    (config.augment.noise_prob, config.augment.rir_prob) = (0.0, 0.0);
+    let clean = run("clean", &config);
+    // Same draws, filtered and mixed as batched tensor operations: the losses agree to
+    // float rounding (the CPU path also mixes in f32, in another order), and differ from
+    // those of the same crops without augmentation.
+    let close = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= 1e-3 * x.abs())
+    };
+    assert_eq!(cpu.len(), 3);
+    assert!(close(&cpu, &device), "{cpu:?} vs {device:?}");
+    assert!(
+        !close(&cpu, &clean),
+        "augmentation changed nothing: {cpu:?} vs {clean:?}"
+    );
+}
+
 /// The fixture pipeline's pretraining configuration.
 fn pipeline_config() -> PretrainConfig {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/fixture.toml");

@@ -67,6 +67,9 @@ pub struct AugmentConfig {
     pub rir_prob: f64,
     /// RIR categories drawn by weight.
     pub rir: Vec<RirCategory>,
+    /// Reverberate and mix on the training device (`augment_tch`, the same draws): the
+    /// loader then only reads, crops and draws, which keeps a GPU fed with fewer CPU cores.
+    pub on_device: bool,
 }
 
 impl Default for AugmentConfig {
@@ -92,6 +95,7 @@ impl Default for AugmentConfig {
             ],
             rir_prob: 0.45,
             rir: vec![rir("smallroom"), rir("mediumroom"), rir("real")],
+            on_device: false,
         }
     }
 }

@@ -131,6 +131,7 @@ fn augmentation_is_reproducible_and_does_what_it_draws() {
             }],
             rir_prob: 0.0,
             rir: vec![],
+            on_device: false,
         };
         let aug = Augmenter::open(Some(&noise), None, &config).unwrap();
         let mut x = clean.clone();
@@ -151,6 +152,7 @@ fn augmentation_is_reproducible_and_does_what_it_draws() {
             group: "smallroom".into(),
             weight: 1.0,
         }],
+        on_device: false,
     };
     let aug = Augmenter::open(None, Some(&rir), &config).unwrap();
     let x: Vec<f32> = clean[..4000].to_vec();
@@ -260,6 +262,7 @@ fn an_rir_category_of_silent_responses_is_refused_when_opened() {
             group: group.into(),
             weight: 1.0,
         }],
+        on_device: false,
     };
     assert!(Augmenter::open(None, Some(&cache), &config("live")).is_ok());
     let err = Augmenter::open(None, Some(&cache), &config("silent"))
