@@ -628,22 +628,6 @@ fn fixture_parts() {
     }
 }
 
-/// A NIST SPHERE file: a 1024-byte `NIST_1A` header with `fields`, then `data`.
-fn sphere_file(fields: &[(&str, &str)], data: &[u8]) -> Vec<u8> {
-    let mut header = String::from("NIST_1A\n   1024\n");
-    for (name, value) in fields {
-        match value.parse::<i64>() {
-            Ok(_) => header += &format!("{name} -i {value}\n"),
-            Err(_) => header += &format!("{name} -s{} {value}\n", value.len()),
-        }
-    }
-    header += "end_head\n";
-    let mut bytes = header.into_bytes();
-    bytes.resize(1024, b' ');
-    bytes.extend_from_slice(data);
-    bytes
-}
-
 #[test]
 fn sphere_files_are_probed_and_two_channel_calls_become_one_utterance_per_side() {
     let dir = tempfile::tempdir().unwrap();
@@ -665,22 +649,25 @@ fn sphere_files_are_probed_and_two_channel_calls_become_one_utterance_per_side()
     // TIMIT names its SPHERE files .WAV; Switchboard uses .sph.
     std::fs::write(
         d.join("spk1/a.WAV"),
-        sphere_file(&fields("800", "1", "pcm"), &[1; 1600]),
+        data_manifest::probe::sphere::write(&fields("800", "1", "pcm"), &[1; 1600]),
     )
     .unwrap();
     std::fs::write(
         d.join("spk1/call.sph"),
-        sphere_file(&fields("400", "2", "ulaw"), &[7; 800]),
+        data_manifest::probe::sphere::write(&fields("400", "2", "ulaw"), &[7; 800]),
     )
     .unwrap();
     std::fs::write(
         d.join("spk1/packed.sph"),
-        sphere_file(&fields("400", "1", "ulaw,embedded-shorten-v2.00"), &[0; 90]),
+        data_manifest::probe::sphere::write(
+            &fields("400", "1", "ulaw,embedded-shorten-v2.00"),
+            &[0; 90],
+        ),
     )
     .unwrap();
     std::fs::write(
         d.join("spk1/cut.sph"),
-        sphere_file(&fields("400", "1", "alaw"), &[0; 90]),
+        data_manifest::probe::sphere::write(&fields("400", "1", "alaw"), &[0; 90]),
     )
     .unwrap();
     let outcome = scan(

@@ -194,15 +194,21 @@ fn the_model_file_records_audio_options_mean_and_provenance() {
 
 /// A SPHERE file of 16-bit big-endian PCM samples (`channels` interleaved).
 fn sphere_pcm(samples: &[i16], channels: usize, rate: u32) -> Vec<u8> {
-    let mut header = format!(
-        "NIST_1A\n   1024\nsample_count -i {}\nsample_rate -i {rate}\nchannel_count -i {channels}\n\
-         sample_n_bytes -i 2\nsample_byte_format -s2 10\nsample_coding -s3 pcm\nend_head\n",
-        samples.len() / channels
+    let (count, rate, channels) = (
+        (samples.len() / channels).to_string(),
+        rate.to_string(),
+        channels.to_string(),
     );
-    header.extend(std::iter::repeat_n(' ', 1024 - header.len()));
-    let mut bytes = header.into_bytes();
-    bytes.extend(samples.iter().flat_map(|s| s.to_be_bytes()));
-    bytes
+    let fields = [
+        ("sample_count", count.as_str()),
+        ("sample_rate", rate.as_str()),
+        ("channel_count", channels.as_str()),
+        ("sample_n_bytes", "2"),
+        ("sample_byte_format", "10"),
+        ("sample_coding", "pcm"),
+    ];
+    let data: Vec<u8> = samples.iter().flat_map(|s| s.to_be_bytes()).collect();
+    data_manifest::probe::sphere::write(&fields, &data)
 }
 
 /// Re-encodes WAV files with PyAV (ffmpeg): argv pairs of (source, destination).

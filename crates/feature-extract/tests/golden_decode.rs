@@ -150,22 +150,6 @@ fn resampled_original_matches_the_corpus_16k_flac() {
     assert!(snr > 30.0, "{snr:.1} dB");
 }
 
-/// A NIST SPHERE file written here: a 1024-byte `NIST_1A` header with `fields`, then `data`.
-fn sphere_file(fields: &[(&str, &str)], data: &[u8]) -> Vec<u8> {
-    let mut header = String::from("NIST_1A\n   1024\n");
-    for (name, value) in fields {
-        match value.parse::<i64>() {
-            Ok(_) => header += &format!("{name} -i {value}\n"),
-            Err(_) => header += &format!("{name} -s{} {value}\n", value.len()),
-        }
-    }
-    header += "end_head\n";
-    let mut bytes = header.into_bytes();
-    bytes.resize(1024, b' ');
-    bytes.extend_from_slice(data);
-    bytes
-}
-
 #[test]
 fn sphere_decodes_bit_exact_like_ffmpeg() {
     use rand::{Rng, SeedableRng};
@@ -197,7 +181,7 @@ fn sphere_decodes_bit_exact_like_ffmpeg() {
             fields.push(("sample_byte_format", order));
         }
         let path = dir.path().join(format!("{i}-{coding}.sph"));
-        std::fs::write(&path, sphere_file(&fields, &data)).unwrap();
+        std::fs::write(&path, data_manifest::probe::sphere::write(&fields, &data)).unwrap();
         files.push(path);
     }
     let reference = pyav(&files, dir.path());
@@ -218,7 +202,11 @@ fn sphere_decodes_bit_exact_like_ffmpeg() {
         ("sample_rate", "8000"),
         ("sample_coding", "pcm,embedded-shorten-v2.00"),
     ];
-    std::fs::write(&shorten, sphere_file(&fields, &[0; 64])).unwrap();
+    std::fs::write(
+        &shorten,
+        data_manifest::probe::sphere::write(&fields, &[0; 64]),
+    )
+    .unwrap();
     let err = decode::decode_mono(&shorten).unwrap_err().to_string();
     assert!(
         err.contains("shorten.sph") && err.contains("shorten"),

@@ -238,26 +238,27 @@ pub fn alaw_to_linear(byte: u8) -> i16 {
     (if a & 0x80 != 0 { magnitude } else { -magnitude }) as i16
 }
 
+/// A `NIST_1A` file: a 1024-byte header of `fields` (a value that parses as an integer is
+/// written `-i`, any other as a string) then `data`, for tests and generated test corpora.
+pub fn write(fields: &[(&str, &str)], data: &[u8]) -> Vec<u8> {
+    let mut header = String::from("NIST_1A\n   1024\n");
+    for (name, value) in fields {
+        if value.parse::<i64>().is_ok() {
+            header += &format!("{name} -i {value}\n");
+        } else {
+            header += &format!("{name} -s{} {value}\n", value.len());
+        }
+    }
+    header += "end_head\n";
+    let mut bytes = header.into_bytes();
+    bytes.resize(1024, b' ');
+    bytes.extend_from_slice(data);
+    bytes
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// A SPHERE file: a 1024-byte header with `fields` and `data`.
-    pub(crate) fn sphere_file(fields: &[(&str, &str)], data: &[u8]) -> Vec<u8> {
-        let mut header = String::from("NIST_1A\n   1024\n");
-        for (name, value) in fields {
-            if value.parse::<i64>().is_ok() {
-                header += &format!("{name} -i {value}\n");
-            } else {
-                header += &format!("{name} -s{} {value}\n", value.len());
-            }
-        }
-        header += "end_head\n";
-        let mut bytes = header.into_bytes();
-        bytes.resize(1024, b' ');
-        bytes.extend_from_slice(data);
-        bytes
-    }
 
     #[test]
     fn pcm_in_both_byte_orders_and_two_channels() {
@@ -265,7 +266,7 @@ pub(crate) mod tests {
         let le: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let be: Vec<u8> = values.iter().flat_map(|v| v.to_be_bytes()).collect();
         for (order, data) in [("01", le), ("10", be)] {
-            let file = sphere_file(
+            let file = write(
                 &[
                     ("sample_count", "2"),
                     ("sample_rate", "8000"),
@@ -305,7 +306,7 @@ pub(crate) mod tests {
 
     #[test]
     fn shorten_truncation_and_garbage_are_refused_with_the_reason() {
-        let shorten = sphere_file(
+        let shorten = write(
             &[
                 ("sample_count", "100"),
                 ("sample_rate", "8000"),
@@ -316,7 +317,7 @@ pub(crate) mod tests {
         let err = parse_header(&shorten).unwrap_err().to_string();
         assert!(err.starts_with("unsupported: shorten"), "{err}");
         assert!(err.contains("sph2pipe"), "{err}");
-        let short = sphere_file(
+        let short = write(
             &[
                 ("sample_count", "100"),
                 ("sample_rate", "8000"),
@@ -326,7 +327,7 @@ pub(crate) mod tests {
         );
         let err = decode(&short).unwrap_err().to_string();
         assert!(err.starts_with("truncated:"), "{err}");
-        let mut no_end = sphere_file(&[("sample_rate", "8000")], &[0u8; 4]);
+        let mut no_end = write(&[("sample_rate", "8000")], &[0u8; 4]);
         no_end[16..1024].fill(b' ');
         let err = parse_header(&no_end).unwrap_err().to_string();
         assert!(err.contains("no end_head"), "{err}");
