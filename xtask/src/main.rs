@@ -34,7 +34,8 @@ enum Task {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Setup, then formatting, lints and the whole test suite: what CI runs.
+    /// Setup, then formatting, lints and the whole test suite (release profile, so that the
+    /// end-to-end tests' pipeline binaries come from the same build): what CI runs.
     Test,
     /// Run a benchmark (probe, features, score, kmeans, cluster, train, loader); prints ratios to references.
     Bench { name: String },
@@ -162,11 +163,11 @@ fn main() -> anyhow::Result<()> {
                 "-D",
                 "warnings",
             ]))?;
-            command::run(
-                Command::new(&cargo)
-                    .current_dir(&root)
-                    .args(["test", "--workspace"]),
-            )?;
+            command::run(Command::new(&cargo).current_dir(&root).args([
+                "test",
+                "--workspace",
+                "--release",
+            ]))?;
         }
         Task::Bench { name } => bench::run(&name)?,
         Task::DeviceCheck { dry_run } => device_check::run(dry_run)?,
