@@ -6,11 +6,9 @@ use std::process::Command;
 
 use crate::{command, setup, workspace};
 
-/// A benchmark: its name on the command line, the package and the bench target, and what it
-/// measures.
+/// A benchmark: its name on the command line, its bench target, and what it measures.
 pub struct Bench {
     pub name: &'static str,
-    pub package: &'static str,
     pub target: &'static str,
     pub about: &'static str,
 }
@@ -18,49 +16,41 @@ pub struct Bench {
 pub const BENCHES: &[Bench] = &[
     Bench {
         name: "probe",
-        package: "data-manifest",
         target: "probe",
         about: "header-probe throughput (files/s) on >= 20k small WAV and m4a files, beside soxi/ffprobe",
     },
     Bench {
         name: "features",
-        package: "feature-extract",
         target: "features",
         about: "fbank real-time factor against torchaudio; prepare throughput for WAV and m4a",
     },
     Bench {
         name: "score",
-        package: "downstream-eval",
         target: "score",
         about: "cosine scoring of a VoxCeleb1-H-sized trial list on synthetic embeddings",
     },
     Bench {
         name: "kmeans",
-        package: "pseudo-labeler",
         target: "kmeans",
         about: "k-means iteration time of the batched backend and linfa against faiss-cpu",
     },
     Bench {
         name: "cluster",
-        package: "pseudo-labeler",
         target: "cluster",
         about: "k-means (k = 25,000) and the centroid merge on 100,000 x 256 planted speakers: seconds, rounds, peak memory",
     },
     Bench {
         name: "train",
-        package: "dino-core",
         target: "train",
         about: "DINO step and embedding extraction against a PyTorch reference",
     },
     Bench {
         name: "loader",
-        package: "dino-core",
         target: "loader",
         about: "pretraining loader crops/s (1 and 2 workers, cold and warm) on a 4 GiB cache, both layouts",
     },
     Bench {
         name: "allreduce",
-        package: "dino-core",
         target: "allreduce",
         about: "gradient sync of 2 Gloo ranks (bucketed all-reduce) against PyTorch DDP's",
     },
@@ -77,10 +67,11 @@ pub fn run(name: &str) -> anyhow::Result<()> {
     };
     setup::ensure()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    // The whole workspace selected, so that dependencies get the features of the test and
+    // pipeline builds: the bench reuses that build and leaves the stage binaries as they are.
     command::run(Command::new(cargo).current_dir(workspace::root()).args([
         "bench",
-        "--package",
-        bench.package,
+        "--workspace",
         "--bench",
         bench.target,
     ]))

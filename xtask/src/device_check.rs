@@ -20,7 +20,9 @@ pub const MAX_BUNDLE_BYTES: u64 = 64 << 20;
 /// The Python environment with torch on the GPU machine (`TORCH_PYTHON` overrides it).
 pub const TORCH_PYTHON: &str = "/opt/torch/.venv/bin/python";
 
-/// Libraries the GPU machine provides: libtorch's (from its torch wheel) and the C runtime.
+/// Libraries the GPU machine provides by name: libtorch's and the C runtime. (Whatever else
+/// resolves into the torch wheel's site-packages, CUDA's `nvidia-*` wheels, comes with that
+/// machine's torch too.)
 const PROVIDED: &[&str] = &[
     "libtorch",
     "libc10",
@@ -56,7 +58,11 @@ pub fn run(dry_run: bool) -> anyhow::Result<()> {
     let binary = bundle.join("bin/device-check");
     fs::copy(root.join("target/release/device-check"), &binary)?;
     command::run(Command::new("strip").arg("--strip-all").arg(&binary))?;
-    for (name, lib) in carried_libraries(&binary)? {
+    let site_packages = provisioned
+        .libtorch
+        .parent()
+        .context("libtorch has no parent folder")?;
+    for (name, lib) in carried_libraries(&binary, site_packages)? {
         // Under the name the binary asks for, the file behind any symlink.
         fs::copy(&lib, bundle.join("lib").join(&name))
             .with_context(|| format!("copying {}", lib.display()))?;
@@ -101,9 +107,13 @@ fn library_path(bundle: &Path, torch_lib: &Path) -> String {
     format!("{}:{}", torch_lib.display(), bundle.join("lib").display())
 }
 
-/// The shared libraries `binary` loads that the GPU machine does not provide: the name it
-/// asks for and the file here.
-fn carried_libraries(binary: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+/// The shared libraries `binary` loads that the GPU machine does not provide (not libtorch's,
+/// not the C runtime's, not under the torch wheel's `site_packages`): the name it asks for
+/// and the file here.
+fn carried_libraries(
+    binary: &Path,
+    site_packages: &Path,
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let listing = command::stdout(Command::new("ldd").arg(binary))?;
     let mut libs = Vec::new();
     for line in listing.lines() {
@@ -117,6 +127,9 @@ fn carried_libraries(binary: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
         let path = rest.split(" (").next().unwrap_or("").trim();
         if path.is_empty() || path == "not found" {
             bail!("{} needs {name}, which is not found here", binary.display());
+        }
+        if Path::new(path).starts_with(site_packages) {
+            continue;
         }
         libs.push((name.to_owned(), PathBuf::from(path)));
     }
