@@ -40,15 +40,20 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 /// set (the launcher's, torchrun's or a Slurm job's `--cpus-per-task`, already one rank's
 /// share), else the rank's share of the cores.
 pub fn threads_per_rank(local_ranks: usize) -> usize {
-    if let Some(n) = std::env::var("OMP_NUM_THREADS")
-        .ok()
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    rank_threads(
+        std::env::var("OMP_NUM_THREADS").ok().as_deref(),
+        cores,
+        local_ranks,
+    )
+}
+
+/// [`threads_per_rank`] for an `OMP_NUM_THREADS` value and a core count.
+fn rank_threads(omp_num_threads: Option<&str>, cores: usize, local_ranks: usize) -> usize {
+    omp_num_threads
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
-    {
-        return n;
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / local_ranks.max(1)).max(1)
+        .unwrap_or_else(|| (cores / local_ranks.max(1)).max(1))
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
@@ -242,7 +247,14 @@ mod tests {
     fn exit_codes_of_signals_follow_the_shell() {
         assert_eq!(exit_code(ExitStatus::from_raw(9)), 137);
         assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
-        assert!(threads_per_rank(1) >= threads_per_rank(64));
-        assert_eq!(threads_per_rank(100_000), 1);
+    }
+
+    #[test]
+    fn ranks_take_omp_num_threads_else_their_share_of_the_cores() {
+        assert_eq!(rank_threads(None, 16, 4), 4);
+        assert_eq!(rank_threads(None, 2, 100_000), 1);
+        assert_eq!(rank_threads(Some("3"), 16, 4), 3);
+        assert_eq!(rank_threads(Some("0"), 16, 4), 4);
+        assert_eq!(rank_threads(Some("x"), 16, 4), 4);
     }
 }
