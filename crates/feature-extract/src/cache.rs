@@ -129,7 +129,7 @@ struct Packed {
 impl Packed {
     fn open(path: &Path, expected: Option<CacheKind>) -> Result<Self> {
         let h5 = Error::hdf5(path);
-        let file = hdf5::File::open(path).map_err(Error::hdf5(path))?;
+        let file = crate::h5file::open(path).map_err(Error::hdf5(path))?;
         let schema = read_string_attr(&file, "schema")
             .map_err(|_| Error::invalid(path, "not a feature cache (no schema attribute)"))?;
         let (kind, version) = CacheKind::from_schema(&schema)
@@ -477,7 +477,7 @@ fn create_schema2<T: Element>(
     entries: &[CacheEntry],
     rejects: &[CacheReject],
 ) -> Result<File> {
-    let file = hdf5::File::create(path).map_err(Error::hdf5(path))?;
+    let file = crate::h5file::create(path).map_err(Error::hdf5(path))?;
     write_index(&file, path, header, SCHEMA_VERSION, entries, rejects)?;
     let data = file
         .new_dataset::<T>()
@@ -602,7 +602,7 @@ pub fn write_schema1<T: Element>(
     sample_rate: u32,
     items: impl IntoIterator<Item = (String, String, Array2<T>)>,
 ) -> Result<()> {
-    let file = hdf5::File::create(path).map_err(Error::hdf5(path))?;
+    let file = crate::h5file::create(path).map_err(Error::hdf5(path))?;
     let data = file
         .new_dataset::<T>()
         .chunk((kind.schema1_chunk_rows(), cols))

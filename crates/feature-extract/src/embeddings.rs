@@ -89,7 +89,7 @@ impl Embeddings {
             .collect::<Result<Vec<_>>>()?;
         stage_kit::write_atomically(path, |partial| {
             let write = || -> hdf5::Result<()> {
-                let file = hdf5::File::create(partial)?;
+                let file = crate::h5file::create(partial)?;
                 file.new_dataset_builder()
                     .with_data(&self.vectors)
                     .create("embeddings")?;
@@ -105,7 +105,7 @@ impl Embeddings {
 
     /// Reads and checks a file written by [`Embeddings::write`].
     pub fn read(path: &Path) -> Result<Self> {
-        let file = hdf5::File::open(path).map_err(Error::hdf5(path))?;
+        let file = crate::h5file::open(path).map_err(Error::hdf5(path))?;
         let schema = read_string_attr(&file, "schema")
             .map_err(|_| Error::invalid(path, "not an embeddings file (no schema attribute)"))?;
         if schema != SCHEMA {

@@ -16,6 +16,8 @@ pub mod error;
 pub mod fbank;
 /// The same filterbanks as batched tch operations on any device.
 pub mod fbank_tch;
+/// HDF5 files opened and created so that child processes never inherit them (or their lock).
+pub mod h5file;
 /// MP4 edit lists and durations (AAC priming and padding).
 pub mod mp4;
 /// CMN and hyperion's sliding-window STMN (Rust and tch).
