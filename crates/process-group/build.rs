@@ -35,7 +35,8 @@ fn main() {
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .define("USE_C10D_GLOO", None)
         .define("GLOG_USE_GLOG_EXPORT", None)
-        .file("csrc/shim.cpp");
+        .file("csrc/shim.cpp")
+        .file("csrc/grad_hooks.cpp");
     if env::var_os("CARGO_FEATURE_NCCL").is_some() {
         configure_nccl(&mut build, root, &lib);
     }

@@ -1,8 +1,9 @@
-//! `cargo xtask bench allreduce`: the gradient sync of data-parallel training (flatten into
-//! ~25 MB buckets, Gloo all-reduce, divide, copy back; `GradSync::average`) between two ranks
-//! on 127.0.0.1, for the gradient shapes of the DINO bench model (ecapa-512 student) and for
-//! single 1, 8 and 25 MB buffers, against PyTorch DDP's own sync of the same parameters with
-//! Gloo (backward time with sync minus under `no_sync`), in the same run; prints the ratios.
+//! `cargo xtask bench allreduce`: the gradient sync of data-parallel training (`GradSync`:
+//! gradients copied into ~25 MB buckets from autograd hooks, Gloo all-reduces started as
+//! buckets fill, divide, copy back) between two ranks on 127.0.0.1, for the gradient shapes
+//! of the DINO bench model (ecapa-512 student) and for single 1, 8 and 25 MB buffers,
+//! against PyTorch DDP's own sync of the same parameters with Gloo, both measured the same
+//! way (backward time with the sync less without it), in the same run; prints the ratios.
 //!
 //! Without rendezvous variables the binary is the driver; with them it is one rank.
 
@@ -16,7 +17,7 @@ use process_group::launch::{self, Launch};
 use tch::{Device, Kind, Tensor};
 
 const WARMUP: usize = 3;
-const REPS: usize = 20;
+const REPS: usize = 30;
 
 /// The parameter sets: name and shapes.
 fn sets() -> Vec<(String, Vec<Vec<i64>>)> {
@@ -42,7 +43,24 @@ fn sets() -> Vec<(String, Vec<Vec<i64>>)> {
     sets
 }
 
-/// One rank: the mean seconds of one gradient sync per set (rank 0 writes them to `out`).
+/// The median of per-iteration times: robust to the other rank's scheduling hiccups on a
+/// shared machine, and taken the same way for the reference.
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// The sum of every parameter: each gets a gradient of ones from one backward.
+fn total(params: &[Tensor]) -> Tensor {
+    params
+        .iter()
+        .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |acc, p| {
+            acc + p.sum(Kind::Float)
+        })
+}
+
+/// One rank: the seconds of one gradient sync per set, as the reference measures DDP's
+/// (median backward with the sync less median backward without), rank 0 writing them to `out`.
 fn rank(out: &Path) {
     distributed::set_timeout(std::time::Duration::from_secs(120));
     let group = distributed::world(Device::Cpu).expect("joining the group");
@@ -52,24 +70,32 @@ fn rank(out: &Path) {
             .iter()
             .map(|s| Tensor::ones(s.as_slice(), (Kind::Float, Device::Cpu)).set_requires_grad(true))
             .collect();
-        let total = params
-            .iter()
-            .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |acc, p| {
-                acc + p.sum(Kind::Float)
-            });
-        total.backward();
         let sync = GradSync::new(
             group.clone(),
             params.iter().map(Tensor::shallow_clone).collect(),
-        );
-        for _ in 0..WARMUP {
-            sync.average().expect("all-reduce");
-        }
-        let started = Instant::now();
-        for _ in 0..REPS {
-            sync.average().expect("all-reduce");
-        }
-        seconds.push(started.elapsed().as_secs_f64() / REPS as f64);
+        )
+        .expect("gradient hooks");
+        let run = |synced: bool| {
+            let mut times = Vec::with_capacity(REPS);
+            for i in 0..WARMUP + REPS {
+                if i == WARMUP {
+                    group.barrier().expect("barrier");
+                }
+                let started = Instant::now();
+                for p in &params {
+                    let mut grad = p.grad();
+                    if grad.defined() {
+                        let _ = grad.zero_();
+                    }
+                }
+                sync.backward(&total(&params), synced).expect("all-reduce");
+                if i >= WARMUP {
+                    times.push(started.elapsed().as_secs_f64());
+                }
+            }
+            median(times)
+        };
+        seconds.push((run(true) - run(false)).max(1e-9));
     }
     if group.is_main() {
         std::fs::write(out, serde_json::to_string(&seconds).unwrap()).expect("writing timings");
@@ -97,17 +123,20 @@ def rank(r, port, sets, warmup, reps, threads, out):
     for shapes in sets:
         ddp = torch.nn.parallel.DistributedDataParallel(Params(shapes), bucket_cap_mb=25)
         def run(sync):
+            times = []
             for i in range(warmup + reps):
                 if i == warmup:
                     dist.barrier()
-                    t = time.perf_counter()
-                ddp.zero_grad()
+                t = time.perf_counter()
+                ddp.zero_grad(set_to_none=False)  # in place, as ours
                 if sync:
                     ddp(one).backward()
                 else:
                     with ddp.no_sync():
                         ddp(one).backward()
-            return (time.perf_counter() - t) / reps
+                if i >= warmup:
+                    times.append(time.perf_counter() - t)
+            return sorted(times)[len(times) // 2]  # the median, as ours
         # The sync's cost: a backward with DDP's all-reduce less one under no_sync.
         res.append(max(run(True) - run(False), 1e-9))
     if r == 0:
@@ -154,7 +183,7 @@ fn main() {
         .expect("PyTorch DDP reference");
     let ddp: Vec<f64> =
         serde_json::from_str(out.lines().last().unwrap_or("")).expect("DDP timings");
-    println!("gradient sync, 2 ranks, Gloo on 127.0.0.1, mean of {REPS} after {WARMUP} warm-up:");
+    println!("gradient sync, 2 ranks, Gloo on 127.0.0.1, median of {REPS} after {WARMUP} warm-up:");
     for (((name, shapes), o), d) in sets.iter().zip(&ours).zip(&ddp) {
         let mb = shapes
             .iter()

@@ -24,11 +24,7 @@ pub fn backward_micro(
         optimizer.zero_grad();
     }
     let scale = if mixed { scaler.scale } else { 1.0 };
-    (loss * (scale / count as f64)).backward();
-    if micro + 1 == count {
-        grads.average()?;
-    }
-    Ok(())
+    grads.backward(&(loss * (scale / count as f64)), micro + 1 == count)
 }
 
 /// After the last micro-batch: unscales (with `mixed`) and clips the gradients; returns

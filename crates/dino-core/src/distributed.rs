@@ -1,8 +1,8 @@
 //! Data-parallel training with PyTorch DDP's semantics over a c10d [`ProcessGroup`]:
 //! parameters and buffers broadcast from rank 0 at the start (and after a resume), buffers
-//! (batch-norm statistics) broadcast from rank 0 before each step, gradients summed in
-//! flattened buckets of about [`BUCKET_BYTES`] and divided by the world size after backward
-//! and before clipping and the optimiser, and statistics (the DINO centre, the logged loss)
+//! (batch-norm statistics) broadcast from rank 0 before each step, gradients averaged in
+//! flattened buckets of about [`BUCKET_BYTES`] whose all-reduces start during backward
+//! ([`GradSync`]) and end before clipping and the optimiser, and statistics (the DINO centre, the logged loss)
 //! taken over the global batch. With identical gradients every rank computes the same norm,
 //! the same loss-scaler overflow decision and the same update, so the replicas stay
 //! bit-identical. A world of one skips every collective, and its numbers are those of a
@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use process_group::{Backend, ProcessGroup, Rendezvous};
+use process_group::{Backend, GradHooks, ProcessGroup, Rendezvous, Work};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -151,71 +151,282 @@ impl Buckets {
         Buckets { buckets }
     }
 
-    /// Runs `op` on each bucket filled from `tensors` (undefined ones as zeros), then copies
-    /// the results back into the defined ones.
+    /// Fills each bucket from `tensors` and starts the collective `start` on it, so that
+    /// the buckets' collectives run concurrently; then waits for each in order and copies
+    /// the results back into the defined tensors.
     fn apply(
         &self,
         tensors: &[Tensor],
-        mut op: impl FnMut(&mut Tensor) -> Result<()>,
+        mut start: impl FnMut(&mut Tensor) -> Result<Work>,
     ) -> Result<()> {
+        let mut started = Vec::with_capacity(self.buckets.len());
         for bucket in &self.buckets {
-            let mut flat = bucket.flat.shallow_clone();
-            tch::no_grad(|| {
-                for &(i, offset, n) in &bucket.members {
-                    let t = &tensors[i];
-                    let mut slot = flat.narrow(0, offset, n);
-                    if t.defined() {
-                        slot.copy_(&t.reshape([n]));
-                    } else {
-                        let _ = slot.zero_();
-                    }
-                }
-            });
-            op(&mut flat)?;
-            tch::no_grad(|| {
-                for &(i, offset, n) in &bucket.members {
-                    if tensors[i].defined() {
-                        let mut t = tensors[i].shallow_clone();
-                        t.copy_(&flat.narrow(0, offset, n).view_as(&t));
-                    }
-                }
-            });
+            for (m, &(i, _, _)) in bucket.members.iter().enumerate() {
+                bucket.fill(m, &tensors[i], 1.0);
+            }
+            started.push((bucket, start(&mut bucket.flat.shallow_clone())?));
+        }
+        for (bucket, work) in started {
+            work.wait().map_err(collective)?;
+            bucket.write_back(|i| tensors[i].shallow_clone());
         }
         Ok(())
     }
 }
 
-/// Averages gradients over the ranks after backward, bucket by bucket.
+impl Bucket {
+    /// Copies `t` times `scale` (zeros when `t` is undefined) into the slot of member `m`;
+    /// the scaling is fused into the copy, as DDP's reducer divides by the world size.
+    fn fill(&self, m: usize, t: &Tensor, scale: f64) {
+        let (_, offset, n) = self.members[m];
+        let mut slot = self.flat.narrow(0, offset, n);
+        tch::no_grad(|| {
+            if !t.defined() {
+                let _ = slot.zero_();
+            } else if scale == 1.0 {
+                slot.copy_(&t.reshape([n]));
+            } else {
+                // A 0-dim factor: the Scalar overload of `mul_out` computes into a temporary
+                // and copies, a second pass and an allocation per gradient.
+                let _ = t.reshape([n]).mul_out(&slot, &Tensor::from(scale));
+            }
+        });
+    }
+
+    /// Copies each slot into its member's tensor (`tensor(i)`), when that is defined.
+    fn write_back(&self, tensor: impl Fn(usize) -> Tensor) {
+        tch::no_grad(|| {
+            for &(i, offset, n) in &self.members {
+                let mut t = tensor(i);
+                if t.defined() {
+                    t.copy_(&self.flat.narrow(0, offset, n).view_as(&t));
+                }
+            }
+        });
+    }
+}
+
+/// Averages gradients over the ranks as PyTorch DDP's reducer does: a hook on each
+/// parameter's gradient accumulator copies the gradient, divided by the world size, into its
+/// bucket as soon as backward has it, and a bucket's all-reduce starts when its last
+/// gradient is in (buckets start in order, the same on every rank), so communication
+/// overlaps the rest of the backward. After backward the remaining buckets start and every
+/// bucket is waited for and copied back. The bucket layout follows the order in which rank
+/// 0's gradients became ready in the process's first synced backward (DDP's bucket rebuild),
+/// so that the first buckets fill first; that backward syncs only after it, so every step of
+/// a run, resumed or not, sums the same buckets.
 pub struct GradSync {
-    group: Arc<ProcessGroup>,
-    params: Vec<Tensor>,
-    buckets: Buckets,
+    /// Declared first: the hooks go before the state they write to.
+    hooks: Option<GradHooks>,
+    reducer: Arc<Mutex<Reducer>>,
 }
 
 impl GradSync {
     /// For `params` (in the same order on every rank).
-    pub fn new(group: Arc<ProcessGroup>, params: Vec<Tensor>) -> Self {
-        let buckets = Buckets::new(&params);
-        GradSync {
+    pub fn new(group: Arc<ProcessGroup>, params: Vec<Tensor>) -> Result<Self> {
+        let reducer = Arc::new(Mutex::new(Reducer::new(group.clone(), params)));
+        let hooks = if group.world_size() == 1 {
+            None
+        } else {
+            let watched: Vec<usize> = {
+                let r = lock(&reducer);
+                (0..r.params.len())
+                    .filter(|&i| r.params[i].requires_grad())
+                    .collect()
+            };
+            let params: Vec<Tensor> = {
+                let r = lock(&reducer);
+                watched
+                    .iter()
+                    .map(|&i| r.params[i].shallow_clone())
+                    .collect()
+            };
+            let state = Arc::downgrade(&reducer);
+            let hooks = GradHooks::new(&params, move |k| {
+                if let Some(state) = state.upgrade() {
+                    lock(&state).ready(watched[k]);
+                }
+            })
+            .map_err(collective)?;
+            Some(hooks)
+        };
+        Ok(GradSync { hooks, reducer })
+    }
+
+    /// Back-propagates `loss` into the parameters' gradients and, with `sync`, replaces every
+    /// gradient with its mean over the ranks (a parameter without a gradient on a rank counts
+    /// as zero there). Without `sync` the gradients only accumulate (DDP's `no_sync`).
+    pub fn backward(&self, loss: &Tensor, sync: bool) -> Result<()> {
+        let sync = sync && self.hooks.is_some();
+        if sync {
+            lock(&self.reducer).arm();
+        }
+        loss.backward();
+        if sync {
+            lock(&self.reducer).finish()?;
+        }
+        Ok(())
+    }
+}
+
+fn lock(reducer: &Mutex<Reducer>) -> std::sync::MutexGuard<'_, Reducer> {
+    reducer.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The state of [`GradSync`] that its hooks update during a synced backward.
+struct Reducer {
+    group: Arc<ProcessGroup>,
+    params: Vec<Tensor>,
+    buckets: Buckets,
+    /// Per parameter: its bucket and its place among the bucket's members.
+    location: Vec<(usize, usize)>,
+    /// A synced backward is under way.
+    armed: bool,
+    /// Per parameter: already copied into its bucket in this backward.
+    copied: Vec<bool>,
+    /// Per bucket: members not yet copied.
+    missing: Vec<usize>,
+    /// The started all-reduces, bucket by bucket from the first.
+    works: Vec<Work>,
+    /// The order gradients became ready in, while the first synced backward records it.
+    ready_order: Option<Vec<usize>>,
+    /// The first failure of a collective started from a hook.
+    error: Option<Error>,
+}
+
+impl Reducer {
+    /// Without buckets: they are laid out after the first synced backward.
+    fn new(group: Arc<ProcessGroup>, params: Vec<Tensor>) -> Self {
+        Reducer {
             group,
+            buckets: Buckets {
+                buckets: Vec::new(),
+            },
+            location: Vec::new(),
+            armed: false,
+            copied: vec![false; params.len()],
+            missing: Vec::new(),
+            works: Vec::new(),
+            ready_order: Some(Vec::new()),
+            error: None,
             params,
-            buckets,
         }
     }
 
-    /// Replaces every gradient with its mean over the ranks (a parameter without a gradient
-    /// on a rank counts as zero there).
-    pub fn average(&self) -> Result<()> {
-        let world = self.group.world_size();
-        if world == 1 {
-            return Ok(());
+    /// Buckets filled with the parameters in `order`.
+    fn lay_out(&mut self, order: &[usize]) {
+        let like: Vec<Tensor> = order
+            .iter()
+            .map(|&i| self.params[i].shallow_clone())
+            .collect();
+        self.buckets = Buckets::new(&like);
+        self.location = vec![(0, 0); self.params.len()];
+        for (b, bucket) in self.buckets.buckets.iter_mut().enumerate() {
+            for (m, member) in bucket.members.iter_mut().enumerate() {
+                member.0 = order[member.0];
+                self.location[member.0] = (b, m);
+            }
         }
-        let grads: Vec<Tensor> = self.params.iter().map(Tensor::grad).collect();
-        self.buckets.apply(&grads, |flat| {
-            self.group.all_reduce(flat).map_err(collective)?;
-            let _ = flat.g_div_scalar_(world as f64);
-            Ok(())
-        })
+    }
+
+    fn arm(&mut self) {
+        self.armed = true;
+        self.clear();
+    }
+
+    /// No gradient copied in yet.
+    fn clear(&mut self) {
+        self.copied.fill(false);
+        self.missing = self
+            .buckets
+            .buckets
+            .iter()
+            .map(|b| b.members.len())
+            .collect();
+    }
+
+    /// Hook: parameter `i` has its gradient.
+    fn ready(&mut self, i: usize) {
+        if !self.armed || self.copied[i] {
+            return;
+        }
+        if let Some(order) = &mut self.ready_order {
+            order.push(i);
+            return; // the buckets are laid out in this order before anything is copied
+        }
+        self.copy_in(i);
+        self.start_full_buckets();
+    }
+
+    /// Copies parameter `i`'s gradient (zeros without one) into its bucket.
+    fn copy_in(&mut self, i: usize) {
+        let (b, m) = self.location[i];
+        let scale = 1.0 / self.group.world_size() as f64;
+        self.buckets.buckets[b].fill(m, &self.params[i].grad(), scale);
+        self.copied[i] = true;
+        self.missing[b] -= 1;
+    }
+
+    /// Starts the all-reduce of every complete bucket whose predecessors have started.
+    fn start_full_buckets(&mut self) {
+        while let Some(bucket) = self.buckets.buckets.get(self.works.len()) {
+            if self.missing[self.works.len()] > 0 {
+                break;
+            }
+            let mut flat = bucket.flat.shallow_clone();
+            match self.group.start_all_reduce(&mut flat) {
+                Ok(work) => self.works.push(work),
+                Err(e) => {
+                    self.error.get_or_insert(collective(e));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// After backward: copies the gradients no hook reported (earlier micro-batches' or
+    /// none), starts the remaining buckets, and writes the averages back.
+    fn finish(&mut self) -> Result<()> {
+        self.armed = false;
+        if let Some(mut order) = self.ready_order.take() {
+            self.rebuild(&mut order)?;
+            self.clear();
+        }
+        for i in 0..self.params.len() {
+            if !self.copied[i] {
+                self.copy_in(i);
+            }
+        }
+        self.start_full_buckets();
+        for (b, work) in std::mem::take(&mut self.works).into_iter().enumerate() {
+            if let Err(e) = work.wait() {
+                self.error.get_or_insert(collective(e));
+            }
+            if self.error.is_some() {
+                continue; // wait for every started collective before reporting
+            }
+            self.buckets.buckets[b].write_back(|i| self.params[i].grad());
+        }
+        match self.error.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Lays the buckets out in rank 0's ready order (every rank must agree on the layout).
+    fn rebuild(&mut self, order: &mut Vec<usize>) -> Result<()> {
+        let mut seen = vec![false; self.params.len()];
+        order.iter().for_each(|&i| seen[i] = true);
+        order.extend((0..self.params.len()).filter(|&i| !seen[i]));
+        let mut shared = Tensor::from_slice(&order.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        self.group.broadcast(&mut shared, 0).map_err(collective)?;
+        let order: Vec<usize> = Vec::<i64>::try_from(&shared)
+            .map_err(|e| Error::Distributed(format!("bucket order: {e}")))?
+            .into_iter()
+            .map(|i| i as usize)
+            .collect();
+        self.lay_out(&order);
+        Ok(())
     }
 }
 
@@ -272,7 +483,7 @@ impl Replicated {
             return Ok(());
         }
         buckets.apply(tensors, |flat| {
-            self.group.broadcast(flat, 0).map_err(collective)
+            self.group.start_broadcast(flat, 0).map_err(collective)
         })
     }
 }
@@ -333,9 +544,8 @@ mod tests {
         let group = Arc::new(ProcessGroup::single());
         let vs = VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[2, 2], tch::nn::Init::Const(1.5));
-        (&w * 2.0).sum(Kind::Float).backward();
-        let sync = GradSync::new(group.clone(), vec![w.shallow_clone()]);
-        sync.average().unwrap();
+        let sync = GradSync::new(group.clone(), vec![w.shallow_clone()]).unwrap();
+        sync.backward(&(&w * 2.0).sum(Kind::Float), true).unwrap();
         assert!(
             w.grad()
                 .equal(&Tensor::full([2, 2], 2.0, (Kind::Float, Device::Cpu)))
@@ -362,12 +572,13 @@ mod tests {
             b.copy(),
         ];
         let buckets = Buckets::new(&like);
+        let single = ProcessGroup::single();
         let mut seen = Vec::new();
         buckets
             .apply(&tensors, |flat| {
                 seen = Vec::<f32>::try_from(&*flat).unwrap();
                 let _ = flat.g_mul_scalar_(2.0);
-                Ok(())
+                single.start_all_reduce(flat).map_err(collective)
             })
             .unwrap();
         assert_eq!(seen, [1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 5.0]);

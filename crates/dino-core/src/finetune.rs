@@ -189,7 +189,7 @@ pub fn run(
         (features, sampler.clone()),
         &plan,
         device,
-    );
+    )?;
     checkpoint::restore_vars(
         &task.encoder_vs(),
         &init.tensors,
@@ -295,7 +295,7 @@ impl<'a> FinetuneTask<'a> {
         (features, sampler): (FeaturePipeline, Arc<CropSampler>),
         plan: &Plan,
         device: Device,
-    ) -> Self {
+    ) -> Result<Self> {
         let vs = VarStore::new(device);
         let model = vs.root() / "model";
         let seed = stage_kit::rng::stream_seed(config.seed, "finetune-init");
@@ -317,11 +317,11 @@ impl<'a> FinetuneTask<'a> {
             plan.total_steps(),
         )
         .with_warmup(0.0, warmup);
-        FinetuneTask {
+        Ok(FinetuneTask {
             config,
             config_json,
             spec,
-            grads: GradSync::new(plan.group.clone(), optimizer.parameters()),
+            grads: GradSync::new(plan.group.clone(), optimizer.parameters())?,
             replicated: Replicated::new(plan.group.clone(), &vs, &[]),
             vs,
             encoder,
@@ -334,7 +334,7 @@ impl<'a> FinetuneTask<'a> {
             lr,
             steps_per_epoch: plan.steps_per_epoch,
             mixed: config.mixed_precision && device != Device::Cpu,
-        }
+        })
     }
 
     /// A var store view of the encoder alone (for loading the initial weights).

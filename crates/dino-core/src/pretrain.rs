@@ -194,7 +194,7 @@ pub fn run(
         &plan,
         (features, sampler.clone()),
         device,
-    );
+    )?;
     let end = stop.step.unwrap_or(usize::MAX);
     let Some(outcome) = training::resume_and_run(
         &plan,
@@ -268,17 +268,17 @@ impl<'a> DinoTask<'a> {
         plan: &Plan,
         (features, sampler): (FeaturePipeline, Arc<CropSampler>),
         device: Device,
-    ) -> Self {
+    ) -> Result<Self> {
         let seed = stage_kit::rng::stream_seed(config.seed, "init");
         let dino = crate::model::seeded_init(seed, || Dino::new(&config.model, device));
         let optimizer = Optimizer::new(&dino.student.vs, config.optim.clone());
         let group = plan.group.clone();
-        DinoTask {
+        Ok(DinoTask {
             config,
             config_json,
             features,
             sampler,
-            grads: GradSync::new(group.clone(), optimizer.parameters()),
+            grads: GradSync::new(group.clone(), optimizer.parameters())?,
             replicated: Replicated::new(group.clone(), &dino.student.vs, &[&dino.teacher.vs]),
             group,
             optimizer,
@@ -289,7 +289,7 @@ impl<'a> DinoTask<'a> {
             mixed: config.mixed_precision && device != Device::Cpu,
             collapse_warnings: 0,
             dino,
-        }
+        })
     }
 }
 

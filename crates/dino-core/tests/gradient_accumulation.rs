@@ -33,7 +33,7 @@ fn train(micro: usize) -> Vec<(String, Tensor)> {
             ..Default::default()
         },
     );
-    let grads = GradSync::new(Arc::new(ProcessGroup::single()), opt.parameters());
+    let grads = GradSync::new(Arc::new(ProcessGroup::single()), opt.parameters()).unwrap();
     let mut scaler = LossScaler::new();
     let size = BATCH / micro as i64;
     for step in 0..STEPS {

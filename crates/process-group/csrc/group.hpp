@@ -18,6 +18,10 @@ struct pg_group {
   std::chrono::milliseconds timeout;
 };
 
+struct pg_work {
+  c10::intrusive_ptr<c10d::Work> work;
+};
+
 namespace pg_detail {
 
 // A malloc'd copy of msg, for the caller to free with pg_free_error.

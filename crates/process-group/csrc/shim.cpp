@@ -60,24 +60,36 @@ void pg_free(pg_group* group) {
 
 void pg_free_error(char* error) { std::free(error); }
 
-char* pg_all_reduce_sum(pg_group* group, at::Tensor* tensor) {
+char* pg_all_reduce_sum(pg_group* group, at::Tensor* tensor, pg_work** out) {
   return guarded([&] {
     std::vector<at::Tensor> list{*tensor};
     c10d::AllreduceOptions opts;
     opts.reduceOp = c10d::ReduceOp::SUM;
     opts.timeout = group->timeout;
-    group->backend->allreduce(list, opts)->wait();
+    *out = new pg_work{group->backend->allreduce(list, opts)};
   });
 }
 
-char* pg_broadcast(pg_group* group, at::Tensor* tensor, int32_t root) {
+char* pg_broadcast(pg_group* group, at::Tensor* tensor, int32_t root, pg_work** out) {
   return guarded([&] {
     std::vector<at::Tensor> list{*tensor};
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
     opts.timeout = group->timeout;
-    group->backend->broadcast(list, opts)->wait();
+    *out = new pg_work{group->backend->broadcast(list, opts)};
   });
+}
+
+char* pg_work_wait(pg_work* work) {
+  return guarded([&] { work->work->wait(); });
+}
+
+void pg_work_free(pg_work* work) {
+  try {
+    delete work;
+  } catch (...) {
+    // Releasing a failed collective: nothing left to do.
+  }
 }
 
 char* pg_all_gather(pg_group* group, at::Tensor** outputs, size_t world_size,

@@ -39,13 +39,32 @@ char* pg_new_nccl(const char* master_addr, uint16_t master_port, int32_t rank,
 void pg_free(pg_group* group);
 void pg_free_error(char* error);
 
-// The sum of the tensor over the ranks, in place. (One tensor per call: c10d reads a list
-// as one tensor per local device, summed together.)
-char* pg_all_reduce_sum(pg_group* group, at::Tensor* tensor);
-// Rank root's values of the tensor, in place.
-char* pg_broadcast(pg_group* group, at::Tensor* tensor, int32_t root);
+// A collective in flight: pg_work_wait ends it, pg_work_free releases it (after a wait).
+struct pg_work;
+
+// Starts summing the tensor over the ranks, in place (one tensor per call: c10d reads a
+// list as one tensor per local device, summed together). Several may be in flight at once;
+// the backend runs them concurrently (Gloo on its worker threads) in the order started.
+char* pg_all_reduce_sum(pg_group* group, at::Tensor* tensor, pg_work** out);
+// Starts replacing the tensor with rank root's values, in place.
+char* pg_broadcast(pg_group* group, at::Tensor* tensor, int32_t root, pg_work** out);
+// Waits until the collective has finished on this rank (its error, if it failed).
+char* pg_work_wait(pg_work* work);
+void pg_work_free(pg_work* work);
 // outputs[r] receives rank r's input (world_size outputs, each shaped like input).
 char* pg_all_gather(pg_group* group, at::Tensor** outputs, size_t world_size,
                     at::Tensor* input);
 char* pg_barrier(pg_group* group);
+
+// Gradient-ready hooks on a list of parameters (leaf tensors that require grad).
+struct pg_grad_hooks;
+// Called with the parameter's index once per backward, after its `.grad` holds the sum of
+// the gradients that backward produced; on the thread that runs that part of the backward.
+typedef void (*pg_grad_ready)(void* context, size_t index);
+
+// Installs ready(context, i) on parameter i's gradient accumulator, for every i < count.
+char* pg_grad_hooks_new(at::Tensor** params, size_t count, pg_grad_ready ready,
+                        void* context, pg_grad_hooks** out);
+// Removes the hooks (after which ready is never called again).
+void pg_grad_hooks_free(pg_grad_hooks* hooks);
 }

@@ -1,7 +1,7 @@
 //! Declarations of the C++ shim (`csrc/shim.h`). Every function returns NULL on success or
 //! an error message that [`take_error`] turns into a `String` and frees.
 
-use std::ffi::{CStr, c_char};
+use std::ffi::{CStr, c_char, c_void};
 
 use torch_sys::C_tensor;
 
@@ -10,6 +10,21 @@ use torch_sys::C_tensor;
 pub struct PgGroup {
     _private: [u8; 0],
 }
+
+/// Opaque `pg_work`: a collective in flight.
+#[repr(C)]
+pub struct PgWork {
+    _private: [u8; 0],
+}
+
+/// Opaque `pg_grad_hooks`: gradient-ready hooks on a list of parameters.
+#[repr(C)]
+pub struct PgGradHooks {
+    _private: [u8; 0],
+}
+
+/// `pg_grad_ready`: called with a context and a parameter's index.
+pub type GradReady = unsafe extern "C" fn(context: *mut c_void, index: usize);
 
 /// `pg_gloo_device`: how the Gloo transport chooses its listening address.
 pub const GLOO_HOSTNAME: i32 = 0;
@@ -38,8 +53,27 @@ unsafe extern "C" {
     ) -> *mut c_char;
     pub fn pg_free(group: *mut PgGroup);
     fn pg_free_error(error: *mut c_char);
-    pub fn pg_all_reduce_sum(group: *mut PgGroup, tensor: *mut C_tensor) -> *mut c_char;
-    pub fn pg_broadcast(group: *mut PgGroup, tensor: *mut C_tensor, root: i32) -> *mut c_char;
+    pub fn pg_all_reduce_sum(
+        group: *mut PgGroup,
+        tensor: *mut C_tensor,
+        out: *mut *mut PgWork,
+    ) -> *mut c_char;
+    pub fn pg_broadcast(
+        group: *mut PgGroup,
+        tensor: *mut C_tensor,
+        root: i32,
+        out: *mut *mut PgWork,
+    ) -> *mut c_char;
+    pub fn pg_work_wait(work: *mut PgWork) -> *mut c_char;
+    pub fn pg_work_free(work: *mut PgWork);
+    pub fn pg_grad_hooks_new(
+        params: *const *mut C_tensor,
+        count: usize,
+        ready: GradReady,
+        context: *mut c_void,
+        out: *mut *mut PgGradHooks,
+    ) -> *mut c_char;
+    pub fn pg_grad_hooks_free(hooks: *mut PgGradHooks);
     pub fn pg_all_gather(
         group: *mut PgGroup,
         outputs: *const *mut C_tensor,

@@ -160,19 +160,35 @@ impl ProcessGroup {
 
     /// Sums `tensor` over the ranks, in place.
     pub fn all_reduce(&self, tensor: &mut Tensor) -> Result<()> {
+        self.start_all_reduce(tensor)?.wait()
+    }
+
+    /// Starts summing `tensor` over the ranks, in place; it holds the sum once the returned
+    /// [`Work`] has been waited for. Collectives started one after the other run
+    /// concurrently (Gloo on its worker threads), as DDP's buckets do.
+    pub fn start_all_reduce(&self, tensor: &mut Tensor) -> Result<Work> {
         if self.handle.is_null() {
-            return Ok(());
+            return Ok(Work::done(self, "all_reduce"));
         }
         check_dense("all_reduce", tensor)?;
-        // SAFETY: live group, a defined contiguous tensor.
-        let error = unsafe { ffi::pg_all_reduce_sum(self.handle, tensor.as_mut_ptr()) };
-        self.collective("all_reduce", error)
+        let mut work = ptr::null_mut();
+        // SAFETY: live group, a defined contiguous tensor (c10d keeps a reference to it
+        // until the work ends), an out-pointer.
+        let error = unsafe { ffi::pg_all_reduce_sum(self.handle, tensor.as_mut_ptr(), &mut work) };
+        self.collective("all_reduce", error)?;
+        Ok(Work::started(self, "all_reduce", work))
     }
 
     /// Replaces `tensor` with rank `root`'s values, in place.
     pub fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<()> {
+        self.start_broadcast(tensor, root)?.wait()
+    }
+
+    /// Starts [`ProcessGroup::broadcast`]; `tensor` holds rank `root`'s values once the
+    /// returned [`Work`] has been waited for.
+    pub fn start_broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<Work> {
         if self.handle.is_null() {
-            return Ok(());
+            return Ok(Work::done(self, "broadcast"));
         }
         check_dense("broadcast", tensor)?;
         if root >= self.world_size {
@@ -184,9 +200,12 @@ impl ProcessGroup {
                 ),
             });
         }
-        // SAFETY: live group, a defined contiguous tensor, a valid root.
-        let error = unsafe { ffi::pg_broadcast(self.handle, tensor.as_mut_ptr(), root as i32) };
-        self.collective("broadcast", error)
+        let mut work = ptr::null_mut();
+        // SAFETY: live group, a defined contiguous tensor, a valid root, an out-pointer.
+        let error =
+            unsafe { ffi::pg_broadcast(self.handle, tensor.as_mut_ptr(), root as i32, &mut work) };
+        self.collective("broadcast", error)?;
+        Ok(Work::started(self, "broadcast", work))
     }
 
     /// Every rank's `tensor`, in rank order (same shape and kind on every rank).
@@ -224,17 +243,81 @@ impl ProcessGroup {
 
     /// Maps a collective's error, naming the lost peer when the world leaves no doubt.
     fn collective(&self, op: &'static str, error: *mut std::ffi::c_char) -> Result<()> {
-        // SAFETY: the shim's return value.
-        unsafe { ffi::take_error(error) }.map_err(|message| Error::Collective {
-            rank: self.rank,
-            world_size: self.world_size,
+        collective_result(self.rank, self.world_size, op, error)
+    }
+}
+
+/// A collective's result from the shim's return value, the lost peer named when the world
+/// leaves no doubt.
+fn collective_result(
+    rank: usize,
+    world_size: usize,
+    op: &'static str,
+    error: *mut std::ffi::c_char,
+) -> Result<()> {
+    // SAFETY: the shim's return value.
+    unsafe { ffi::take_error(error) }.map_err(|message| Error::Collective {
+        rank,
+        world_size,
+        op,
+        peer: match world_size {
+            2 => format!(" (lost contact with rank {})", 1 - rank),
+            _ => String::new(),
+        },
+        message,
+    })
+}
+
+/// A collective in flight. [`Work::wait`] ends it; dropping it unwaited waits too (ignoring
+/// the error), so the tensor is never released while c10d writes to it. It must not outlive
+/// its group.
+#[must_use = "a started collective ends only when waited for"]
+pub struct Work {
+    rank: usize,
+    world_size: usize,
+    op: &'static str,
+    handle: *mut ffi::PgWork,
+}
+
+// SAFETY: a c10d Work may be waited for from any thread (DDP's reducer waits on works
+// launched from autograd threads).
+unsafe impl Send for Work {}
+
+impl Work {
+    /// A collective of a world of one: nothing to wait for.
+    fn done(group: &ProcessGroup, op: &'static str) -> Self {
+        Work::started(group, op, ptr::null_mut())
+    }
+
+    fn started(group: &ProcessGroup, op: &'static str, handle: *mut ffi::PgWork) -> Self {
+        Work {
+            rank: group.rank,
+            world_size: group.world_size,
             op,
-            peer: match self.world_size {
-                2 => format!(" (lost contact with rank {})", 1 - self.rank),
-                _ => String::new(),
-            },
-            message,
-        })
+            handle,
+        }
+    }
+
+    /// Blocks until the collective has finished on this rank.
+    pub fn wait(mut self) -> Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let handle = std::mem::replace(&mut self.handle, ptr::null_mut());
+        if handle.is_null() {
+            return Ok(());
+        }
+        // SAFETY: a live work from the shim, waited for and freed once.
+        let error = unsafe { ffi::pg_work_wait(handle) };
+        unsafe { ffi::pg_work_free(handle) };
+        collective_result(self.rank, self.world_size, self.op, error)
+    }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        let _ = self.finish();
     }
 }
 

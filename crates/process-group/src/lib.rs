@@ -3,15 +3,19 @@
 //! `TCPStore`, built with `cc` against the libtorch that tch links.
 //!
 //! - [`rendezvous`]: a rank's place in the world from torchrun's or Slurm's variables.
-//! - [`group`]: [`ProcessGroup`], in-place collectives on tch tensors.
+//! - [`group`]: [`ProcessGroup`], in-place collectives on tch tensors, blocking or started
+//!   as a [`Work`] to overlap several.
+//! - [`grad_hooks`]: [`GradHooks`], a callback when autograd has a parameter's gradient.
 //! - [`launch`]: starting N local ranks (torchrun's standalone mode).
 
 pub mod error;
 mod ffi;
+pub mod grad_hooks;
 pub mod group;
 pub mod launch;
 pub mod rendezvous;
 
 pub use error::{Error, Result};
-pub use group::{Backend, ProcessGroup};
+pub use grad_hooks::GradHooks;
+pub use group::{Backend, ProcessGroup, Work};
 pub use rendezvous::Rendezvous;
