@@ -19,10 +19,9 @@ use symphonia::core::formats::{FormatOptions, TrackType};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 
-use data_manifest::probe::sphere;
+use data_manifest::probe::{mp4_timing, sphere};
 
 use crate::error::{Error, Result};
-use crate::mp4;
 
 /// Scale from symphonia's `[-1, 1)` floats to the int16 range.
 const INT16_SCALE: f32 = 32768.0;
@@ -139,8 +138,10 @@ pub fn decode_interleaved(path: &Path) -> Result<(Vec<f32>, usize, u32)> {
         return Ok((samples, usize::from(header.channels), header.sample_rate));
     }
     // Encoder delay and track length of MP4 files, which symphonia does not apply.
-    let mp4_timing = if mp4::is_mp4(&bytes) {
-        Some(mp4::audio_timing(&bytes).map_err(|m| invalid(format!("MP4 container: {m}")))?)
+    let container_timing = if mp4_timing::is_mp4(&bytes) {
+        let timing = mp4_timing::read(&mut Cursor::new(&bytes))
+            .map_err(|e| invalid(format!("MP4 container: {e}")))?;
+        Some(timing)
     } else {
         None
     };
@@ -200,12 +201,10 @@ pub fn decode_interleaved(path: &Path) -> Result<(Vec<f32>, usize, u32)> {
     if channels == 0 || sample_rate == 0 {
         return Err(invalid("no audio decoded".into()));
     }
-    if let Some(timing) = mp4_timing {
-        let skip = (timing.priming_frames(sample_rate) as usize * channels).min(interleaved.len());
+    if let Some(timing) = container_timing {
+        let skip = (timing.priming_at(sample_rate) as usize * channels).min(interleaved.len());
         interleaved.drain(..skip);
-        if let Some(frames) = timing.playable_frames(sample_rate) {
-            interleaved.truncate(frames as usize * channels);
-        }
+        interleaved.truncate(timing.playable_at(sample_rate) as usize * channels);
     }
     Ok((interleaved, channels, sample_rate))
 }

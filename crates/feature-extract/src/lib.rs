@@ -18,8 +18,6 @@ pub mod fbank;
 pub mod fbank_tch;
 /// HDF5 files opened and created so that child processes never inherit them (or their lock).
 pub mod h5file;
-/// MP4 edit lists and durations (AAC priming and padding).
-pub mod mp4;
 /// CMN and hyperion's sliding-window STMN (Rust and tch).
 pub mod normalize;
 /// The `prepare` stage: manifests into resumable, sharded caches.

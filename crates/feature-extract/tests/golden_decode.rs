@@ -103,6 +103,9 @@ fn m4a_decodes_aligned_with_ffmpeg() {
     for (path, r) in files.iter().zip(&reference) {
         let audio = decode::decode_mono(path).unwrap();
         assert_eq!((r.channels, r.rate), (1, audio.sample_rate));
+        // The manifest's length is the cache's: one MP4 timing rule on both sides.
+        let probed = data_manifest::probe::probe(path).unwrap().num_samples;
+        assert_eq!(audio.samples.len() as u64, probed, "{}", path.display());
         // ffmpeg keeps the last frame's padding; we stop at the track duration.
         assert!(audio.samples.len() <= r.samples.len());
         assert!(r.samples.len() - audio.samples.len() < 1024);

@@ -200,7 +200,7 @@ fn sniff(file: &mut File) -> io::Result<Option<Container>> {
             Some(Container::Wav)
         } else if head.starts_with(b"fLaC") {
             Some(Container::Flac)
-        } else if head.get(4..8) == Some(b"ftyp") {
+        } else if mp4_timing::is_mp4(head) {
             Some(Container::Mp4)
         } else if sphere::is_sphere(head) {
             Some(Container::Sphere)
@@ -236,12 +236,7 @@ fn mp4_length(file: &mut File, sample_rate: u32) -> Result<u64, ProbeError> {
         e @ Mp4TimingError::Truncated { .. } => ProbeError::Truncated(e.to_string()),
         Mp4TimingError::Malformed(m) => ProbeError::Corrupt(m),
     })?;
-    if timing.timescale == sample_rate {
-        return Ok(timing.playable);
-    }
-    let scaled =
-        u128::from(timing.playable) * u128::from(sample_rate) / u128::from(timing.timescale);
-    Ok(u64::try_from(scaled).unwrap_or(u64::MAX))
+    Ok(timing.playable_at(sample_rate))
 }
 
 /// Seeks to the last frame the header declares and reads its packet: a file cut short fails

@@ -1,9 +1,12 @@
-//! The playable length of the audio track of an MP4/M4A file, which symphonia 0.6 does not
-//! give: its isomp4 reader counts every sample in the sample table (`stts`), including the
-//! AAC encoder's priming samples at the start and the padding of the last frame, because it
-//! ignores edit lists. Decoders that honour the container (ffmpeg, Apple's) drop them.
+//! The playable part of the audio track of an MP4/M4A file, which symphonia 0.6 does not
+//! give: its isomp4 reader counts and decodes every sample in the sample table (`stts`),
+//! including the AAC encoder's priming samples at the start and the padding of the last
+//! frame, because it ignores edit lists. Decoders that honour the container (ffmpeg,
+//! Apple's) drop them. This is the one rule for both sides: the probe's `num_samples` and
+//! the decoder's trimming (`feature_extract::decode`), so manifests and caches agree.
 //!
-//! The length is taken, in order of preference, from
+//! The priming is iTunes' encoder delay when the file has gapless metadata, else the media
+//! time of the first non-empty edit, else 0. The length is taken, in order of preference, from
 //! 1. iTunes gapless metadata (`moov/udta/meta/ilst/----` named `iTunSMPB`): the original
 //!    sample count, exact;
 //! 2. the edit list (`edts/elst`): the media time of a non-empty edit is the priming (1024
@@ -14,7 +17,6 @@
 //! The same walk over the top-level boxes finds files cut short: a box that claims to extend
 //! past the end of the file.
 
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
 /// Largest `moov` box read into memory (the sample tables of a 10-hour file fit easily).
@@ -23,10 +25,34 @@ const MAX_MOOV_BYTES: u64 = 256 << 20;
 /// What the container says about the length of its first audio track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mp4Timing {
+    /// Decoded samples before the audio starts (encoder priming), in the media timescale.
+    pub priming: u64,
     /// Playable samples, in units of the track's media timescale.
     pub playable: u64,
     /// Media timescale of the track (`mdhd`); usually the sample rate.
     pub timescale: u32,
+}
+
+impl Mp4Timing {
+    /// Priming samples at `sample_rate`: what a decoder drops from the start.
+    pub fn priming_at(&self, sample_rate: u32) -> u64 {
+        rescale(self.priming, self.timescale, sample_rate)
+    }
+
+    /// Playable samples at `sample_rate`: the length after dropping the priming.
+    pub fn playable_at(&self, sample_rate: u32) -> u64 {
+        rescale(self.playable, self.timescale, sample_rate)
+    }
+}
+
+/// `ticks` of `timescale` at `rate`, rounded to the nearest sample.
+fn rescale(ticks: u64, timescale: u32, rate: u32) -> u64 {
+    if timescale == rate {
+        return ticks;
+    }
+    let scaled =
+        (u128::from(ticks) * u128::from(rate) + u128::from(timescale) / 2) / u128::from(timescale);
+    u64::try_from(scaled).unwrap_or(u64::MAX)
 }
 
 /// Why the timing could not be read.
@@ -46,8 +72,13 @@ pub enum Mp4TimingError {
     Malformed(String),
 }
 
-/// Reads the timing of the first audio (`soun`) track of the MP4 file `file`.
-pub fn read(file: &mut File) -> Result<Mp4Timing, Mp4TimingError> {
+/// Whether the bytes start like an ISO base media file (an `ftyp` box).
+pub fn is_mp4(head: &[u8]) -> bool {
+    head.get(4..8) == Some(b"ftyp")
+}
+
+/// Reads the timing of the first audio (`soun`) track of an MP4 file (open, or in memory).
+pub fn read(file: &mut (impl Read + Seek)) -> Result<Mp4Timing, Mp4TimingError> {
     let moov = read_moov(file)?;
     let mvhd_timescale = find(&moov, b"mvhd")
         .map(|b| full_box_timescale(b, 12, 20))
@@ -67,18 +98,24 @@ pub fn read(file: &mut File) -> Result<Mp4Timing, Mp4TimingError> {
         .ok_or_else(|| malformed("audio track has no stts"))?;
     let coded = stts_total(stts)?;
 
-    if let Some(original) = itunes_original_length(&moov)? {
+    let edits = match find(trak, b"edts").and_then(|e| find(e, b"elst")) {
+        Some(elst) => parse_elst(elst)?,
+        None => Vec::new(),
+    };
+    let edit_priming = edits
+        .iter()
+        .find(|e| e.media_time >= 0)
+        .map_or(0, |e| e.media_time as u64);
+    if let Some(gapless) = itunes_gapless(&moov)? {
         return Ok(Mp4Timing {
-            playable: original.min(coded),
+            priming: gapless.priming,
+            playable: gapless.original.min(coded),
             timescale: media_timescale,
         });
     }
-    let playable = match find(trak, b"edts").and_then(|e| find(e, b"elst")) {
-        Some(elst) => edited_length(&parse_elst(elst)?, coded, mvhd_timescale, media_timescale),
-        None => coded,
-    };
     Ok(Mp4Timing {
-        playable,
+        priming: edit_priming,
+        playable: edited_length(&edits, coded, mvhd_timescale, media_timescale),
         timescale: media_timescale,
     })
 }
@@ -89,8 +126,8 @@ fn malformed(message: &str) -> Mp4TimingError {
 
 /// Walks the top-level boxes, checking that each fits in the file, and returns the body of
 /// `moov`.
-fn read_moov(file: &mut File) -> Result<Vec<u8>, Mp4TimingError> {
-    let len = file.metadata()?.len();
+fn read_moov(file: &mut (impl Read + Seek)) -> Result<Vec<u8>, Mp4TimingError> {
+    let len = file.seek(SeekFrom::End(0))?;
     let mut offset = 0u64;
     let mut moov = None;
     while offset + 8 <= len {
@@ -268,8 +305,14 @@ fn edited_length(edits: &[Edit], coded: u64, movie_timescale: u32, media_timesca
         .min(coded)
 }
 
-/// The original sample count of iTunes gapless metadata, when the file has it.
-fn itunes_original_length(moov: &[u8]) -> Result<Option<u64>, Mp4TimingError> {
+/// iTunes gapless metadata (`iTunSMPB`): encoder delay and original sample count.
+struct Gapless {
+    priming: u64,
+    original: u64,
+}
+
+/// The gapless metadata of the file, when it has a usable one (a non-zero sample count).
+fn itunes_gapless(moov: &[u8]) -> Result<Option<Gapless>, Mp4TimingError> {
     let Some(meta) = path(moov, &[b"udta", b"meta"]) else {
         return Ok(None);
     };
@@ -293,11 +336,14 @@ fn itunes_original_length(moov: &[u8]) -> Result<Option<u64>, Mp4TimingError> {
             .ok_or_else(|| malformed("iTunSMPB without data"))?;
         let text = String::from_utf8_lossy(data);
         let fields: Vec<&str> = text.split_whitespace().collect();
-        let original = fields
-            .get(3)
-            .and_then(|f| u64::from_str_radix(f, 16).ok())
-            .ok_or_else(|| malformed(&format!("unreadable iTunSMPB {:?}", text.trim())))?;
-        return Ok((original > 0).then_some(original));
+        let hex = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| u64::from_str_radix(f, 16).ok())
+                .ok_or_else(|| malformed(&format!("unreadable iTunSMPB {:?}", text.trim())))
+        };
+        let (priming, original) = (hex(1)?, hex(3)?);
+        return Ok((original > 0).then_some(Gapless { priming, original }));
     }
     Ok(None)
 }
@@ -347,6 +393,75 @@ mod tests {
         ];
         assert_eq!(edited_length(&edits, 5000, 1000, 16000), 3976);
         assert_eq!(edited_length(&[], 5000, 1000, 16000), 5000);
+    }
+
+    fn mp4_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut out = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// An M4A with one 16 kHz sound track of `frames` AAC frames, an edit list that starts at
+    /// `media_time` and plays `played` samples, and optionally iTunes gapless metadata.
+    fn m4a(frames: u32, media_time: i32, played: u32, smpb: Option<&str>) -> Vec<u8> {
+        let mut header = vec![0u8; 20];
+        header[12..16].copy_from_slice(&16000u32.to_be_bytes());
+        let mut hdlr = vec![0u8; 24];
+        hdlr[8..12].copy_from_slice(b"soun");
+        let mut stts = vec![0u8; 8];
+        stts[4..8].copy_from_slice(&1u32.to_be_bytes());
+        stts.extend_from_slice(&frames.to_be_bytes());
+        stts.extend_from_slice(&1024u32.to_be_bytes());
+        let mut elst = vec![0u8; 8];
+        elst[4..8].copy_from_slice(&2u32.to_be_bytes());
+        // An empty edit (media_time -1), then the real one.
+        for (duration, time) in [(100u32, -1i32), (played, media_time)] {
+            elst.extend_from_slice(&duration.to_be_bytes());
+            elst.extend_from_slice(&time.to_be_bytes());
+            elst.extend_from_slice(&0x0001_0000u32.to_be_bytes());
+        }
+        let stbl = mp4_box(b"stbl", &mp4_box(b"stts", &stts));
+        let mdia = [
+            mp4_box(b"mdhd", &header),
+            mp4_box(b"hdlr", &hdlr),
+            mp4_box(b"minf", &stbl),
+        ]
+        .concat();
+        let trak = [
+            mp4_box(b"edts", &mp4_box(b"elst", &elst)),
+            mp4_box(b"mdia", &mdia),
+        ]
+        .concat();
+        let mut moov = [mp4_box(b"mvhd", &header), mp4_box(b"trak", &trak)].concat();
+        if let Some(smpb) = smpb {
+            let item = [
+                mp4_box(b"name", &[&[0u8; 4][..], b"iTunSMPB"].concat()),
+                mp4_box(b"data", &[&[0u8; 8][..], smpb.as_bytes()].concat()),
+            ]
+            .concat();
+            let ilst = mp4_box(b"ilst", &mp4_box(b"----", &item));
+            let meta = mp4_box(b"meta", &[&[0u8; 4][..], &ilst].concat());
+            moov.extend(mp4_box(b"udta", &meta));
+        }
+        [mp4_box(b"ftyp", b"M4A \0\0\0\0"), mp4_box(b"moov", &moov)].concat()
+    }
+
+    #[test]
+    fn priming_and_length_come_from_the_edit_list_or_the_gapless_metadata() {
+        let file = m4a(52, 1024, 52_000, None);
+        assert!(is_mp4(&file));
+        let timing = read(&mut io::Cursor::new(&file)).unwrap();
+        assert_eq!((timing.priming, timing.playable), (1024, 52_000));
+        assert_eq!(
+            (timing.priming_at(8000), timing.playable_at(8000)),
+            (512, 26_000)
+        );
+        // Gapless metadata wins: Apple's 2112 priming and the original sample count.
+        let smpb = " 00000000 00000840 000001C0 000000000000CB20 00000000";
+        let timing = read(&mut io::Cursor::new(m4a(52, 1024, 52_000, Some(smpb)))).unwrap();
+        assert_eq!((timing.priming, timing.playable), (2112, 52_000));
+        assert!(read(&mut io::Cursor::new(&file[..file.len() - 3])).is_err());
     }
 
     #[test]
