@@ -27,6 +27,18 @@ pub enum Error {
     /// Inputs that do not fit together or cannot be used (the message names the files).
     #[error("bad input: {0}")]
     Input(String),
+    /// The collapse monitor stopped the run (`[pretrain.monitor] stop_on_collapse`).
+    #[error(
+        "training stopped at step {step}: {what} since step {since} ({patience} steps, \
+         [pretrain.monitor] patience); no checkpoint was written since it began, so the \
+         newest one on disk is from before it"
+    )]
+    Collapsed {
+        step: usize,
+        since: usize,
+        what: &'static str,
+        patience: usize,
+    },
     /// A loader job that panicked, with the utterances it was reading.
     #[error("reading {utterances}: {source}")]
     Loader {

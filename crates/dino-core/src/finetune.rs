@@ -170,7 +170,7 @@ pub fn run(
         config.max_steps_per_epoch,
         items,
         CheckpointDir {
-            dir: paths.out_dir.join("checkpoints"),
+            dir: paths.out_dir.join(training::CHECKPOINTS),
             keep: config.keep_checkpoints,
         },
         "finetune",

@@ -1,5 +1,6 @@
 //! Training telemetry: one JSON line per step in `train_log.jsonl`, and a warning when the
-//! teacher's outputs show collapse (uniform, or every input on the same prototype).
+//! teacher's outputs show collapse (uniform, or every input on the same prototype), which
+//! can also stop the run ([`MonitorConfig`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::loss::TeacherStats;
 
 /// One step of DINO pretraining or fine-tuning.
@@ -43,6 +45,104 @@ pub fn collapse(stats: &TeacherStats, prototypes: i64) -> Option<&'static str> {
         Some("one-hot collapse: every input lands on the same prototype")
     } else {
         None
+    }
+}
+
+/// `[pretrain.monitor]`: what the collapse monitor does besides warning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Stop the run with [`Error::Collapsed`] once the teacher has stayed collapsed for
+    /// `patience` consecutive steps. Meanwhile no checkpoint is written, so the newest one on
+    /// disk predates the collapse.
+    pub stop_on_collapse: bool,
+    /// Consecutive collapsed steps that stop the run (a healthy step starts the count again).
+    pub patience: usize,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            stop_on_collapse: false,
+            patience: 200,
+        }
+    }
+}
+
+impl MonitorConfig {
+    /// Refuses a patience of 0 (a run that would stop before it could recover).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.patience == 0 {
+            return Err("patience = 0: must be at least 1 step".into());
+        }
+        Ok(())
+    }
+}
+
+/// The collapse monitor over a run: counts collapsed steps, warns, and decides whether the
+/// run may checkpoint or must stop.
+#[derive(Debug)]
+pub struct CollapseWatch {
+    config: MonitorConfig,
+    prototypes: i64,
+    warnings: usize,
+    first: Option<usize>,
+    /// First step of the collapse under way.
+    since: Option<usize>,
+}
+
+impl CollapseWatch {
+    pub fn new(config: MonitorConfig, prototypes: i64) -> Self {
+        CollapseWatch {
+            config,
+            prototypes,
+            warnings: 0,
+            first: None,
+            since: None,
+        }
+    }
+
+    /// Takes the teacher statistics of `step`; with `stop_on_collapse`, the error once the
+    /// collapse has lasted `patience` steps.
+    pub fn observe(&mut self, step: usize, stats: &TeacherStats) -> Result<()> {
+        let Some(what) = collapse(stats, self.prototypes) else {
+            self.since = None;
+            return Ok(());
+        };
+        self.warnings += 1;
+        self.first.get_or_insert(step);
+        let since = *self.since.get_or_insert(step);
+        if self.warnings == 1 || self.warnings.is_multiple_of(100) {
+            tracing::warn!(
+                "step {step}: {what} (entropy {:.3}, batch entropy {:.3})",
+                stats.entropy,
+                stats.batch_entropy
+            );
+        }
+        if self.config.stop_on_collapse && step + 1 - since >= self.config.patience {
+            return Err(Error::Collapsed {
+                step,
+                since,
+                what,
+                patience: self.config.patience,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a checkpoint may be written now: not during a collapse that may stop the run.
+    pub fn checkpoint_allowed(&self) -> bool {
+        !(self.config.stop_on_collapse && self.since.is_some())
+    }
+
+    /// Collapsed steps so far.
+    pub fn warnings(&self) -> usize {
+        self.warnings
+    }
+
+    /// The first collapsed step, if any.
+    pub fn first_collapse(&self) -> Option<usize> {
+        self.first
     }
 }
 
@@ -115,6 +215,56 @@ mod tests {
             ..healthy
         };
         assert!(collapse(&one_hot, k).unwrap().starts_with("one-hot"));
+    }
+
+    #[test]
+    fn a_collapse_that_lasts_patience_steps_stops_the_run_and_holds_checkpoints() {
+        let healthy = TeacherStats {
+            entropy: 2.0,
+            kl_from_uniform: 4.9,
+            batch_entropy: 3.0,
+            center_norm: 1.0,
+        };
+        let uniform = TeacherStats {
+            entropy: 6.9,
+            ..healthy
+        };
+        let config = MonitorConfig {
+            stop_on_collapse: true,
+            patience: 3,
+        };
+        let mut watch = CollapseWatch::new(config.clone(), 1000);
+        // Two collapsed steps, then a healthy one: the count starts again.
+        for (step, stats) in [(0, &uniform), (1, &uniform), (2, &healthy), (3, &uniform)] {
+            watch.observe(step, stats).unwrap();
+        }
+        assert!(!watch.checkpoint_allowed());
+        watch.observe(4, &uniform).unwrap();
+        match watch.observe(5, &uniform) {
+            Err(Error::Collapsed { step, since, .. }) => assert_eq!((step, since), (5, 3)),
+            other => panic!("expected a stop, got {other:?}"),
+        }
+        assert_eq!((watch.warnings(), watch.first_collapse()), (5, Some(0)));
+        // Without stop_on_collapse it only counts, and checkpoints go on.
+        let mut counting = CollapseWatch::new(
+            MonitorConfig {
+                stop_on_collapse: false,
+                ..config
+            },
+            1000,
+        );
+        for step in 0..10 {
+            counting.observe(step, &uniform).unwrap();
+        }
+        assert!(counting.checkpoint_allowed());
+        assert!(
+            MonitorConfig {
+                patience: 0,
+                ..Default::default()
+            }
+            .check()
+            .is_err()
+        );
     }
 
     #[test]

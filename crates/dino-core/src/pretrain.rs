@@ -28,7 +28,7 @@ use crate::features::{FeatureConfig, FeaturePipeline};
 use crate::head::LAST_LAYER;
 use crate::loss::{DinoLoss, LossConfig, TeacherStats};
 use crate::model::{Dino, ModelConfig};
-use crate::monitor::{self, StepRecord};
+use crate::monitor::{CollapseWatch, MonitorConfig, StepRecord};
 use crate::optim::{LossScaler, OptimConfig, Optimizer, restore_training_state, training_state};
 use crate::schedule::{Cosine, teacher_temperature};
 use crate::training::{self, Plan, REPORT, Task};
@@ -68,6 +68,8 @@ pub struct PretrainConfig {
     /// Steps between checkpoints (and one at each epoch end).
     pub checkpoint_every: usize,
     pub keep_checkpoints: usize,
+    /// The collapse monitor: warn only (default), or stop the run.
+    pub monitor: MonitorConfig,
 }
 
 impl Default for PretrainConfig {
@@ -92,6 +94,7 @@ impl Default for PretrainConfig {
             prefetch: 8,
             checkpoint_every: 1000,
             keep_checkpoints: 3,
+            monitor: MonitorConfig::default(),
         }
     }
 }
@@ -101,6 +104,9 @@ impl PretrainConfig {
     pub fn check(&self) -> Result<()> {
         let sizes = (self.epochs, self.batch_size);
         training::check_common("pretrain", sizes, &self.crops, &self.optim, &self.augment)?;
+        self.monitor
+            .check()
+            .map_err(|m| Error::Config(format!("[pretrain.monitor] {m}")))?;
         let (start, end) = self.teacher_momentum;
         if !((0.0..=1.0).contains(&start) && (0.0..=1.0).contains(&end)) {
             return Err(Error::Config(format!(
@@ -132,6 +138,8 @@ pub struct PretrainReport {
     pub final_teacher_entropy: f64,
     pub mean_data_wait_share: f64,
     pub collapse_warnings: usize,
+    /// The first step whose teacher statistics showed a collapse.
+    pub first_collapse_step: Option<usize>,
     pub wall_seconds: f64,
     pub device: String,
     pub model: String,
@@ -179,7 +187,7 @@ pub fn run(
         config.max_steps_per_epoch,
         items,
         CheckpointDir {
-            dir: paths.out_dir.join("checkpoints"),
+            dir: paths.out_dir.join(training::CHECKPOINTS),
             keep: config.keep_checkpoints,
         },
         "pretrain",
@@ -215,7 +223,8 @@ pub fn run(
         final_loss: outcome.last.loss,
         final_teacher_entropy: outcome.last.teacher_entropy,
         mean_data_wait_share: outcome.mean_data_wait_share,
-        collapse_warnings: task.collapse_warnings,
+        collapse_warnings: task.collapse.warnings(),
+        first_collapse_step: task.collapse.first_collapse(),
         wall_seconds: started.elapsed().as_secs_f64(),
         device: format!("{device:?}"),
         model: serde_json::to_string(&config.model.encoder).unwrap_or_default(),
@@ -258,7 +267,7 @@ struct DinoTask<'a> {
     schedules: Schedules,
     steps_per_epoch: usize,
     mixed: bool,
-    collapse_warnings: usize,
+    collapse: CollapseWatch,
 }
 
 impl<'a> DinoTask<'a> {
@@ -287,7 +296,7 @@ impl<'a> DinoTask<'a> {
             schedules: Schedules::new(config, plan.batch, plan.steps_per_epoch, plan.total_steps()),
             steps_per_epoch: plan.steps_per_epoch,
             mixed: config.mixed_precision && device != Device::Cpu,
-            collapse_warnings: 0,
+            collapse: CollapseWatch::new(config.monitor.clone(), config.model.head.out_dim),
             dino,
         })
     }
@@ -330,6 +339,10 @@ impl DinoTask<'_> {
 impl Task for DinoTask<'_> {
     fn replicated(&self) -> &Replicated {
         &self.replicated
+    }
+
+    fn checkpoint_allowed(&self) -> bool {
+        self.collapse.checkpoint_allowed()
     }
 
     fn restore(&mut self, loaded: &checkpoint::Loaded, path: &Path) -> Result<usize> {
@@ -401,16 +414,7 @@ impl Task for DinoTask<'_> {
             });
             self.dino.update_teacher(momentum);
         }
-        if let Some(what) = monitor::collapse(&stats, c.model.head.out_dim) {
-            self.collapse_warnings += 1;
-            if self.collapse_warnings == 1 || self.collapse_warnings.is_multiple_of(100) {
-                tracing::warn!(
-                    "step {step}: {what} (entropy {:.3}, batch entropy {:.3})",
-                    stats.entropy,
-                    stats.batch_entropy
-                );
-            }
-        }
+        self.collapse.observe(step, &stats)?;
         Ok(StepRecord {
             step,
             epoch,

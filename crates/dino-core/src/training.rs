@@ -40,6 +40,11 @@ pub trait Task {
     fn restore(&mut self, loaded: &checkpoint::Loaded, path: &Path) -> Result<usize>;
     /// The variables that ranks keep identical.
     fn replicated(&self) -> &Replicated;
+    /// Whether the state may be checkpointed now (not while the collapse monitor may stop
+    /// the run, so that the newest checkpoint stays a good one).
+    fn checkpoint_allowed(&self) -> bool {
+        true
+    }
 }
 
 /// The checks both trainings share, on the keys of section `section` (`pretrain` or
@@ -267,11 +272,9 @@ pub fn run(
                 p.update(1);
             }
             let s = outcome.step;
-            if plan.is_main()
-                && (s.is_multiple_of(plan.checkpoint_every.max(1))
-                    || s.is_multiple_of(plan.steps_per_epoch)
-                    || s == end)
-            {
+            let due = s.is_multiple_of(plan.checkpoint_every.max(1))
+                || s.is_multiple_of(plan.steps_per_epoch);
+            if plan.is_main() && ((due && task.checkpoint_allowed()) || s == end) {
                 let (meta, tensors) = task.checkpoint(s / plan.steps_per_epoch, s);
                 plan.checkpoints.save(&meta, &tensors)?;
             }
@@ -383,6 +386,8 @@ pub fn crop_sampler(
 pub const FINAL_MODEL: &str = "model.safetensors";
 pub const STEP_LOG: &str = "train_log.jsonl";
 pub const REPORT: &str = "report.json";
+/// The folder of the run's checkpoints.
+pub const CHECKPOINTS: &str = "checkpoints";
 
 /// Continues from the newest checkpoint of `plan` when `resume` asks (refusing one written
 /// with another `config`), then runs up to step `end`, appending to [`STEP_LOG`] in

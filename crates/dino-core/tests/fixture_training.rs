@@ -123,6 +123,35 @@ fn a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     assert!(err.contains("another configuration"), "{err}");
 }
 
+/// A teacher temperature of 100 makes the teacher uniform from the first step: with
+/// `stop_on_collapse` the run stops after `patience` steps with the named error and writes no
+/// checkpoint of the collapsed state (one is due every step).
+#[test]
+fn a_lasting_collapse_stops_the_run_before_it_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny(7);
+    (config.loss.teacher_temp, config.loss.warmup_teacher_temp) = (100.0, 100.0);
+    (
+        config.checkpoint_every,
+        config.monitor.stop_on_collapse,
+        config.monitor.patience,
+    ) = (1, true, 2);
+    let err = pretrain::run(&config, &paths(dir.path()), false, StopAt::default()).unwrap_err();
+    match &err {
+        dino_core::Error::Collapsed { step, since, .. } => assert_eq!((*step, *since), (1, 0)),
+        other => panic!("expected the collapse to stop the run, got {other}"),
+    }
+    assert!(err.to_string().contains("uniform collapse"), "{err}");
+    let checkpoints = dir.path().join(training::CHECKPOINTS);
+    let written = std::fs::read_dir(&checkpoints).map_or(0, |d| d.count());
+    assert_eq!(
+        written,
+        0,
+        "checkpoints of a collapsed teacher in {}",
+        checkpoints.display()
+    );
+}
+
 #[test]
 fn augmentation_on_the_device_trains_as_on_the_cpu() {
     let dir = tempfile::tempdir().unwrap();

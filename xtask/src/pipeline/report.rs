@@ -35,6 +35,10 @@ pub struct Report {
     pub pipeline: String,
     pub description: String,
     pub systems: Vec<System>,
+    /// The pretraining report's numbers (steps, final loss and teacher entropy, collapse
+    /// monitor: collapsed steps and the first of them).
+    #[serde(default)]
+    pub pretraining: serde_json::Map<String, Value>,
     /// Cluster report numbers per round.
     pub clustering: Vec<Value>,
     pub paper: std::collections::BTreeMap<String, f64>,
@@ -98,10 +102,19 @@ pub fn write(
             clustering.push(c);
         }
     }
+    let pretraining = record("pretrain")
+        .and_then(|r| {
+            r.metrics
+                .get("pretrain")
+                .and_then(Value::as_object)
+                .cloned()
+        })
+        .unwrap_or_default();
     let report = Report {
         pipeline: name.to_owned(),
         description: file.pipeline.description.clone(),
         systems,
+        pretraining,
         clustering,
         paper: file.pipeline.paper.clone(),
         stages: stages
@@ -132,6 +145,12 @@ fn number(value: Option<&Value>) -> String {
     value
         .and_then(Value::as_f64)
         .map_or("-".to_owned(), |v| format!("{v:.4}"))
+}
+
+fn integer(value: Option<&Value>) -> String {
+    value
+        .and_then(Value::as_u64)
+        .map_or("-".to_owned(), |v| v.to_string())
 }
 
 fn markdown(report: &Report) -> String {
@@ -210,16 +229,26 @@ fn markdown(report: &Report) -> String {
         }
         md.push('\n');
     }
+    if !report.pretraining.is_empty() {
+        let get = |k: &str| report.pretraining.get(k);
+        let first = get("first_collapse_step")
+            .and_then(Value::as_u64)
+            .map_or("none".to_owned(), |s| format!("step {s}"));
+        let _ = writeln!(
+            md,
+            "## Pretraining\n\n{} steps, final loss {}, final teacher entropy {} nats; collapse monitor: {} collapsed step(s), first: {first}.\n",
+            integer(get("steps")),
+            number(get("final_loss")),
+            number(get("final_teacher_entropy")),
+            integer(get("collapse_warnings")),
+        );
+    }
     if !report.clustering.is_empty() {
         md.push_str("## Pseudo-labelling rounds\n\nAgreement with the true speakers and sessions is a diagnostic only (the labels are not used). k-means clusters closer to the sessions than to the speakers split speakers by recording condition, which merging has to undo.\n\n");
         md.push_str("| round | k-means clusters | after merging | after PLDA-AHC | after clean-up | kept % | NMI k-means | NMI k-means vs sessions | NMI kept | ARI kept | purity kept | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for (round, c) in report.clustering.iter().enumerate() {
-            let count = |k: &str| {
-                c.get(k)
-                    .and_then(Value::as_u64)
-                    .map_or("-".to_owned(), |v| v.to_string())
-            };
             let get = |k: &str| c.get(k);
+            let count = |k: &str| integer(c.get(k));
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
