@@ -179,7 +179,9 @@ pub fn run(
         (config.workers, config.prefetch, config.checkpoint_every);
     plan.distribute(group.clone(), config.accumulation_steps)?;
     let config_json =
-        serde_json::json!({ "finetune": config, "init": paths.init.display().to_string() });
+        // The initial model by its content, not its path: a moved run folder resumes, a
+        // retrained initial model is another run.
+        serde_json::json!({ "finetune": config, "init_sha256": stage_kit::digest::file_sha256(&paths.init)? });
     let mut task = FinetuneTask::new(
         config,
         config_json.clone(),

@@ -251,6 +251,7 @@ pub fn run(
             let wait = (loader.waited() - waited_before).as_secs_f64();
             let count: usize = micro.iter().map(CropBatch::count).sum();
             task.replicated().broadcast_buffers()?;
+            reseed_torch(plan.seed, outcome.step, plan.group.rank());
             let mut record = task.step(outcome.step, epoch, micro)?;
             // The logged loss and accuracy are those of the global batch.
             let means = mean_over_ranks(&plan.group, &[record.loss, record.accuracy])?;
@@ -285,6 +286,15 @@ pub fn run(
     }
     outcome.mean_data_wait_share = wait_sum / done.max(1) as f64;
     Ok(outcome)
+}
+
+/// Reseeds libtorch's global generator (CPU and CUDA) from the run's seed, the step and the
+/// rank before each step, so that what draws from it inside a step (fbank dither on the
+/// training device) is a function of (seed, step, rank): that generator is not checkpointed,
+/// and a resumed run must draw what the uninterrupted one drew.
+fn reseed_torch(seed: u64, step: usize, rank: usize) {
+    let name = format!("torch generator, step {step}, rank {rank}");
+    tch::manual_seed(stage_kit::rng::stream_seed(seed, &name) as i64);
 }
 
 /// Cache indices of `utt_ids`; utterances the cache lacks (rejected by `prepare`) are
@@ -323,8 +333,8 @@ pub fn cache_items<'a>(
     Ok(items)
 }
 
-/// The newest checkpoint of `ckpts` if it was written with `config`; an error if it was
-/// written with another one.
+/// The newest checkpoint of `ckpts` if it was written with the same defining configuration
+/// as `config` (how-it-runs settings may differ, and are logged); an error if not.
 fn resumable(
     ckpts: &CheckpointDir,
     config: &serde_json::Value,
@@ -333,7 +343,8 @@ fn resumable(
         return Ok(None);
     };
     let loaded = checkpoint::load(&latest)?;
-    if &loaded.meta.config != config {
+    let defining = stage_kit::how_it_runs::defining;
+    if defining(&loaded.meta.config) != defining(config) {
         return Err(Error::checkpoint(
             &latest,
             "was written with another configuration; remove the output folder or run without --resume",
@@ -344,6 +355,9 @@ fn resumable(
         latest.display(),
         loaded.meta.step
     );
+    for change in stage_kit::how_it_runs::changes(&loaded.meta.config, config) {
+        tracing::info!("resuming with another setting of how the run runs: {change}");
+    }
     Ok(Some(loaded))
 }
 

@@ -16,7 +16,6 @@ use half::f16;
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use stage_kit::Shard;
 use stage_kit::progress::Progress;
 
@@ -486,14 +485,10 @@ fn parts_dir(first_output: &Path) -> PathBuf {
 /// The parts folder remembers what it was started for (manifest content, shard, config);
 /// resuming with anything else would mix incompatible parts.
 fn check_or_start_parts(dir: &Path, manifest: &Path, shard: Shard, config: &str) -> Result<()> {
-    let bytes = std::fs::read(manifest).map_err(|source| Error::Io {
+    let digest = stage_kit::digest::file_sha256(manifest).map_err(|e| Error::Io {
         path: manifest.to_path_buf(),
-        source,
+        source: e.source,
     })?;
-    let digest: String = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
     let stamp = serde_json::json!({
         "manifest_sha256": digest,
         "shard": shard.to_string(),

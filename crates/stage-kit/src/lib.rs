@@ -5,6 +5,8 @@
 pub mod atomic;
 pub mod config;
 pub mod cpu_time;
+pub mod digest;
+pub mod how_it_runs;
 pub mod logging;
 pub mod progress;
 pub mod reference;

@@ -300,10 +300,7 @@ fn decide<'a>(
             state::sha256_hex(serde_json::to_string(&stage.commands)?.as_bytes()),
         );
         if let Some(config) = &stage.config {
-            parts.insert(
-                "config".to_owned(),
-                state::sha256_hex(toml::to_string(config)?.as_bytes()),
-            );
+            parts.insert("config".to_owned(), state::config_hash(config)?);
         }
         for binary in stage.binaries() {
             let hash = match binary_hashes.get(&binary) {

@@ -11,7 +11,6 @@ use std::time::UNIX_EPOCH;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Contents of `stage.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -139,34 +138,14 @@ impl Drop for RunLock {
     }
 }
 
-/// SHA-256 of a byte string, hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use stage_kit::digest::{file_sha256, sha256_hex};
 
-/// SHA-256 of a file's content, hex.
-pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut file = fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+/// Hash of what a stage configuration defines: its how-it-runs keys
+/// ([`stage_kit::how_it_runs::KEYS`]: device, loader threads, checkpoint cadence, ...) left
+/// out, so that changing them reruns nothing and wipes no checkpoints.
+pub fn config_hash(config: &toml::Table) -> anyhow::Result<String> {
+    let defining = stage_kit::how_it_runs::defining(&serde_json::to_value(config)?);
+    Ok(sha256_hex(serde_json::to_string(&defining)?.as_bytes()))
 }
 
 /// Fingerprint of external input data (a corpus folder or a file): the sorted list of
@@ -240,6 +219,18 @@ pub fn rerun_reason(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn how_it_runs_keys_do_not_change_the_config_hash() {
+        let table = |text: &str| -> toml::Table { toml::from_str(text).unwrap() };
+        let base = config_hash(&table("seed = 1\nworkers = 4\n[optim]\nlr = 0.1")).unwrap();
+        let how = config_hash(&table(
+            "seed = 1\nworkers = 1\ndevice = \"cuda:1\"\n[optim]\nlr = 0.1",
+        ));
+        let what = config_hash(&table("seed = 1\nworkers = 4\n[optim]\nlr = 0.2")).unwrap();
+        assert_eq!(base, how.unwrap());
+        assert_ne!(base, what);
+    }
 
     #[test]
     fn fingerprint_follows_content_changes_only_where_files_change() {

@@ -16,7 +16,6 @@ use feature_extract::cache::AudioCache;
 use feature_extract::prepare::PrepareConfig;
 use ndarray::{Array1, ArrayView2};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tch::Device;
 use tch::nn::VarStore;
 
@@ -219,10 +218,7 @@ pub fn bundle(req: &BundleRequest) -> Result<Application> {
         provenance: ModelProvenance {
             pipeline: req.pipeline.clone(),
             seed: meta.config.get("seed").and_then(|s| s.as_u64()),
-            config_sha256: Sha256::digest(config_json.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            config_sha256: stage_kit::digest::sha256_hex(config_json.as_bytes()),
             checkpoint: file_name(&req.checkpoint),
             kind: meta.kind.clone(),
             step: meta.step,
