@@ -251,7 +251,6 @@ pub fn run(
             let wait = (loader.waited() - waited_before).as_secs_f64();
             let count: usize = micro.iter().map(CropBatch::count).sum();
             task.replicated().broadcast_buffers()?;
-            reseed_torch(plan.seed, outcome.step, plan.group.rank());
             let mut record = task.step(outcome.step, epoch, micro)?;
             // The logged loss and accuracy are those of the global batch.
             let means = mean_over_ranks(&plan.group, &[record.loss, record.accuracy])?;
@@ -286,15 +285,6 @@ pub fn run(
     }
     outcome.mean_data_wait_share = wait_sum / done.max(1) as f64;
     Ok(outcome)
-}
-
-/// Reseeds libtorch's global generator (CPU and CUDA) from the run's seed, the step and the
-/// rank before each step, so that what draws from it inside a step (fbank dither on the
-/// training device) is a function of (seed, step, rank): that generator is not checkpointed,
-/// and a resumed run must draw what the uninterrupted one drew.
-fn reseed_torch(seed: u64, step: usize, rank: usize) {
-    let name = format!("torch generator, step {step}, rank {rank}");
-    tch::manual_seed(stage_kit::rng::stream_seed(seed, &name) as i64);
 }
 
 /// Cache indices of `utt_ids`; utterances the cache lacks (rejected by `prepare`) are

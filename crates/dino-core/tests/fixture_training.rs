@@ -45,8 +45,6 @@ fn tiny(seed: u64) -> PretrainConfig {
     };
     c.crops.global_seconds = 1.0;
     c.crops.local_seconds = 0.5;
-    // Dither draws from libtorch's generator: exact resume must hold with it on.
-    c.features.fbank.dither = 1.0;
     c.optim.warmup_epochs = 1.0;
     (
         c.max_steps_per_epoch,
