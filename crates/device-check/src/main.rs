@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Parser;
 use device_check::{CHECKS, Row, Summary, compare, timing};
+use stage_kit::DeviceSpec;
 
 #[derive(Parser)]
 #[command(about = "CUDA against CPU checks and VoxCeleb-sized timings")]
@@ -20,9 +21,9 @@ struct Args {
     /// Small sizes everywhere (a smoke run of the whole check on a CPU).
     #[arg(long)]
     quick: bool,
-    /// `auto` (CUDA when present), `cuda` or `cpu`.
+    /// `auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "auto")]
-    device: String,
+    device: DeviceSpec,
 }
 
 /// Sizes of the run.
@@ -62,7 +63,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    let device = dino_core::device::resolve(&args.device)?;
+    let device = feature_extract::device::resolve(args.device)?;
     let sizes = if args.quick { QUICK } else { FULL };
     let work = tempfile::tempdir()?;
     let mut rows: Vec<Row> = Vec::new();

@@ -14,6 +14,7 @@ use pseudo_labeler::config::Init;
 use pseudo_labeler::kmeans::{Batched, KMeansBackend, initial_centroids};
 use pseudo_labeler::merge::merge_clusters;
 use pseudo_labeler::nearest::Compute;
+use stage_kit::DeviceSpec;
 use tch::Device;
 
 use crate::compare::planted;
@@ -70,8 +71,8 @@ pub fn config(
 ) -> Result<PretrainConfig> {
     let mut config = PretrainConfig {
         device: match device {
-            Device::Cuda(i) => format!("cuda:{i}"),
-            _ => "cpu".to_owned(),
+            Device::Cuda(i) => DeviceSpec::Cuda(Some(i)),
+            _ => DeviceSpec::Cpu,
         },
         epochs: 1,
         batch_size: batch,
@@ -123,7 +124,7 @@ pub fn fp16(mut config: PretrainConfig, audio: &Audio, out_dir: &Path) -> Result
             "{} steps, {skipped} skipped (overflow), {good_after} good after the last skip, final loss {:.4}{}",
             log.len(),
             last.loss,
-            if config.device.starts_with("cuda") {
+            if config.device.is_cuda() {
                 ""
             } else {
                 " (CPU: fp32, no autocast)"
@@ -206,7 +207,7 @@ pub fn pretrain_step(
         config.batch_size,
         config.workers,
         timed.len(),
-        if config.mixed_precision && config.device.starts_with("cuda") {
+        if config.mixed_precision && config.device.is_cuda() {
             "fp16"
         } else {
             "fp32"

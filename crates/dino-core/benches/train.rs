@@ -247,7 +247,7 @@ struct Steps {
 /// checkpoints are only written after the last step, outside the timed steps.
 fn bench_config() -> PretrainConfig {
     let mut c = PretrainConfig {
-        device: "cpu".into(),
+        device: stage_kit::DeviceSpec::Cpu,
         epochs: 1,
         batch_size: BATCH,
         max_steps_per_epoch: Some(WARMUP_STEPS + TIMED_STEPS),
@@ -442,7 +442,7 @@ fn main() {
     let threads = tch::get_num_threads();
     let config = bench_config();
     let embed_config = EmbedConfig {
-        device: "cpu".into(),
+        device: stage_kit::DeviceSpec::Cpu,
         ..Default::default()
     };
     println!(

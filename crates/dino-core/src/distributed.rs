@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use process_group::{Backend, GradHooks, ProcessGroup, Rendezvous, Work};
+use stage_kit::DeviceSpec;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -40,8 +41,11 @@ fn rendezvous() -> Result<Rendezvous> {
 
 /// The device of this rank for a configuration's `device`: `auto` and `cuda` mean
 /// `cuda:LOCAL_RANK` (one GPU per rank on each machine).
-pub fn device(spec: &str) -> Result<Device> {
-    crate::device::resolve_for_rank(spec, rendezvous()?.local_rank)
+pub fn device(spec: DeviceSpec) -> Result<Device> {
+    Ok(feature_extract::device::resolve_for_rank(
+        spec,
+        rendezvous()?.local_rank,
+    )?)
 }
 
 /// This process's place in the training world: joins, on first use, the group that the

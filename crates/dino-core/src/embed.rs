@@ -16,7 +16,7 @@ use feature_extract::Embeddings;
 use feature_extract::cache::AudioCache;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
-use stage_kit::Shard;
+use stage_kit::{DeviceSpec, Shard};
 use tch::Kind;
 use tch::nn::ModuleT;
 
@@ -27,7 +27,7 @@ use crate::prefetch::Prefetcher;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbedConfig {
-    pub device: String,
+    pub device: DeviceSpec,
     /// Average the embeddings of chunks of this length for longer utterances.
     pub chunk_seconds: Option<f64>,
     /// Largest share of an utterance left out so that it can share a batch.
@@ -42,7 +42,7 @@ pub struct EmbedConfig {
 impl Default for EmbedConfig {
     fn default() -> Self {
         EmbedConfig {
-            device: "auto".to_owned(),
+            device: DeviceSpec::Auto,
             chunk_seconds: None,
             length_tolerance: 0.02,
             max_batch_seconds: 300.0,
@@ -153,7 +153,7 @@ pub fn run_shard(
     }
     let started = Instant::now();
     config.check()?;
-    let device = crate::device::resolve(&config.device)?;
+    let device = feature_extract::device::resolve(config.device)?;
     let model = TrainedModel::load(checkpoint_path, device)?;
     let (encoder, spec) = (&model.encoder, &model.spec);
     let features = model.features(device)?;

@@ -19,6 +19,8 @@ pub enum Error {
     Manifest(#[from] data_manifest::ManifestError),
     #[error(transparent)]
     Eval(#[from] downstream_eval::EvalError),
+    #[error(transparent)]
+    Device(#[from] feature_extract::device::UnavailableDevice),
     #[error("invalid configuration: {0}")]
     Config(String),
     /// Joining the process group or a collective failed (a rank died, hung or never came).

@@ -12,6 +12,7 @@ use data_manifest::PseudoLabels;
 use feature_extract::augment::AugmentConfig;
 use feature_extract::cache::AudioCache;
 use serde::{Deserialize, Serialize};
+use stage_kit::DeviceSpec;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -32,7 +33,7 @@ use crate::training::{self, Plan, REPORT, Task};
 #[serde(default, deny_unknown_fields)]
 pub struct FinetuneConfig {
     pub seed: u64,
-    pub device: String,
+    pub device: DeviceSpec,
     pub aam: AamConfig,
     /// Length of the training crops.
     pub crop_seconds: f64,
@@ -83,7 +84,7 @@ impl Default for FinetuneConfig {
     fn default() -> Self {
         FinetuneConfig {
             seed: 1,
-            device: "auto".to_owned(),
+            device: DeviceSpec::Auto,
             aam: AamConfig::default(),
             crop_seconds: 4.0,
             augment: AugmentConfig::default(),
@@ -141,7 +142,7 @@ pub fn run(
 ) -> Result<Option<FinetuneReport>> {
     let started = Instant::now();
     config.check()?;
-    let device = distributed::device(&config.device)?;
+    let device = distributed::device(config.device)?;
     let group = distributed::world(device)?;
     let init = checkpoint::load(&paths.init)?;
     let spec = init.meta.embedding.clone();

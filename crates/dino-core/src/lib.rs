@@ -8,7 +8,6 @@ pub mod accumulation;
 pub mod apply;
 pub mod checkpoint;
 pub mod crops;
-pub mod device;
 pub mod distributed;
 pub mod embed;
 pub mod encoder;

@@ -11,6 +11,7 @@ use dino_core::encoder::{Encoder, EncoderConfig, parameter_count};
 use dino_core::finetune::{self, FinetuneConfig, FinetunePaths};
 use dino_core::pretrain::{self, PretrainConfig, PretrainPaths, StopAt};
 use dino_core::runtime::RuntimeReport;
+use stage_kit::DeviceSpec;
 
 #[derive(Parser)]
 #[command(
@@ -50,7 +51,7 @@ struct TrainingArgs {
     seed: Option<u64>,
     /// Override the configuration's device (auto, cpu, cuda, cuda:N).
     #[arg(long)]
-    device: Option<String>,
+    device: Option<DeviceSpec>,
     /// Stop after this many steps (a checkpoint is written there); for time-boxed runs.
     #[arg(long)]
     stop_after: Option<usize>,
@@ -130,7 +131,7 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long)]
-        device: Option<String>,
+        device: Option<DeviceSpec>,
         /// Write the headline numbers here.
         #[arg(long)]
         summary_json: Option<PathBuf>,
@@ -271,9 +272,9 @@ fn main() -> anyhow::Result<ExitCode> {
             config.device = device.unwrap_or(config.device);
             if shard.count > 1 {
                 // A rank's GPU is cuda:LOCAL_RANK under `auto` and `cuda`.
-                config.device = match dino_core::distributed::device(&config.device)? {
-                    tch::Device::Cuda(i) => format!("cuda:{i}"),
-                    _ => std::mem::take(&mut config.device),
+                config.device = match dino_core::distributed::device(config.device)? {
+                    tch::Device::Cuda(i) => DeviceSpec::Cuda(Some(i)),
+                    _ => config.device,
                 };
             }
             let report =

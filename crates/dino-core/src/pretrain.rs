@@ -17,6 +17,7 @@ use data_manifest::UtteranceManifest;
 use feature_extract::augment::AugmentConfig;
 use feature_extract::cache::AudioCache;
 use serde::{Deserialize, Serialize};
+use stage_kit::DeviceSpec;
 use tch::{Device, Kind, Tensor};
 
 use crate::accumulation;
@@ -40,7 +41,7 @@ use process_group::ProcessGroup;
 pub struct PretrainConfig {
     pub seed: u64,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
+    pub device: DeviceSpec,
     pub model: ModelConfig,
     pub features: FeatureConfig,
     pub crops: CropConfig,
@@ -76,7 +77,7 @@ impl Default for PretrainConfig {
     fn default() -> Self {
         PretrainConfig {
             seed: 1,
-            device: "auto".to_owned(),
+            device: DeviceSpec::Auto,
             model: ModelConfig::default(),
             features: FeatureConfig::default(),
             crops: CropConfig::default(),
@@ -161,7 +162,7 @@ pub fn run(
 ) -> Result<Option<PretrainReport>> {
     let started = Instant::now();
     config.check()?;
-    let device = distributed::device(&config.device)?;
+    let device = distributed::device(config.device)?;
     let group = distributed::world(device)?;
     let cache = AudioCache::open(&paths.audio_cache)?;
     let manifest = UtteranceManifest::read(&paths.manifest)?;
@@ -469,5 +470,34 @@ impl Schedules {
                 .with_warmup(0.0, warmup),
             momentum: Cosine::new(config.teacher_momentum.0, config.teacher_momentum.1, total),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PretrainReport;
+    use stage_kit::metrics;
+
+    #[test]
+    fn report_keys_are_the_ones_the_runner_reads() {
+        let report = PretrainReport {
+            steps: 3,
+            epochs: 1,
+            utterances: 4,
+            final_loss: 1.5,
+            final_teacher_entropy: 2.5,
+            mean_data_wait_share: 0.0,
+            collapse_warnings: 1,
+            first_collapse_step: Some(2),
+            wall_seconds: 0.1,
+            device: "cpu".into(),
+            model: "tiny".into(),
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json[metrics::STEPS], 3);
+        assert_eq!(json[metrics::FINAL_LOSS], 1.5);
+        assert_eq!(json[metrics::FINAL_TEACHER_ENTROPY], 2.5);
+        assert_eq!(json[metrics::COLLAPSE_WARNINGS], 1);
+        assert_eq!(json[metrics::FIRST_COLLAPSE_STEP], 2);
     }
 }

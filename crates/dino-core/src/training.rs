@@ -386,10 +386,11 @@ pub fn crop_sampler(
     ))
 }
 
-/// File names inside a training run's output folder.
-pub const FINAL_MODEL: &str = "model.safetensors";
+/// File names inside a training run's output folder (those the runner reads are
+/// [`stage_kit::run_folder`]'s).
+pub use stage_kit::run_folder::{MODEL as FINAL_MODEL, REPORT};
+/// The training's step log, one JSON object per step.
 pub const STEP_LOG: &str = "train_log.jsonl";
-pub const REPORT: &str = "report.json";
 /// The folder of the run's checkpoints.
 pub const CHECKPOINTS: &str = "checkpoints";
 

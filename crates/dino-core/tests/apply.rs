@@ -50,7 +50,7 @@ struct Setup {
 
 fn cpu() -> EmbedConfig {
     EmbedConfig {
-        device: "cpu".into(),
+        device: stage_kit::DeviceSpec::Cpu,
         ..Default::default()
     }
 }
@@ -412,7 +412,7 @@ fn verify_and_score_reproduce_the_pipeline_scores() {
             threshold: None,
             threads: 0,
             vad: None,
-            device: "cpu".into(),
+            device: stage_kit::DeviceSpec::Cpu,
         })
         .unwrap();
         let line = scores.lines().nth(k).unwrap();

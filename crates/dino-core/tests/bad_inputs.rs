@@ -16,7 +16,7 @@ use feature_extract::prepare::{PrepareConfig, PrepareRequest, prepare};
 
 fn tiny() -> PretrainConfig {
     let mut c = PretrainConfig {
-        device: "cpu".into(),
+        device: stage_kit::DeviceSpec::Cpu,
         epochs: 1,
         batch_size: 4,
         max_steps_per_epoch: Some(1),
@@ -119,7 +119,7 @@ fn embed_refuses_a_cache_at_another_rate_and_a_cache_without_the_utterances() {
     pretrain::run(&tiny(), &paths(&run), false, StopAt { step: Some(0) }).unwrap();
     let model = run.join("checkpoints/step-00000000.safetensors");
     let config = EmbedConfig {
-        device: "cpu".into(),
+        device: stage_kit::DeviceSpec::Cpu,
         ..Default::default()
     };
     let out = dir.path().join("embeddings.h5");

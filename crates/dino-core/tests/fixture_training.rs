@@ -31,7 +31,7 @@ fn paths(out: &Path) -> PretrainPaths {
 fn tiny(seed: u64) -> PretrainConfig {
     let mut c = PretrainConfig {
         seed,
-        device: "cpu".into(),
+        device: stage_kit::DeviceSpec::Cpu,
         epochs: 2,
         batch_size: 8,
         ..Default::default()
@@ -202,7 +202,7 @@ fn eer(checkpoint: &Path, out: &Path) -> f64 {
     let p = common::prepared();
     let embeddings = out.join("embeddings.h5");
     let config = EmbedConfig {
-        device: "cpu".into(),
+        device: stage_kit::DeviceSpec::Cpu,
         ..Default::default()
     };
     embed::run(checkpoint, &p.test, &p.test_cache, &embeddings, &config).unwrap();
@@ -357,7 +357,7 @@ fn two_embedding_shards_merge_into_the_unsharded_file_bit_for_bit() {
     let p = common::prepared();
     // Small batches, so that each shard gets several.
     let config = EmbedConfig {
-        device: "cpu".into(),
+        device: stage_kit::DeviceSpec::Cpu,
         max_batch_seconds: 8.0,
         ..Default::default()
     };

@@ -11,6 +11,8 @@ pub enum EvalError {
     Manifest(#[from] data_manifest::ManifestError),
     #[error(transparent)]
     File(#[from] stage_kit::FileError),
+    #[error(transparent)]
+    Device(#[from] feature_extract::device::UnavailableDevice),
     /// Utterances that an input needs but the embeddings file does not hold.
     #[error(
         "{}: no embedding for {count} utterance(s) of {needed_by}: {shown}",

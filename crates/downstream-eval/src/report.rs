@@ -38,12 +38,15 @@ impl<I, C> Provenance<I, C> {
 
 /// Writes `report.json` and `report.md` into `out_dir`, each atomically.
 pub fn write(out_dir: &Path, json: &impl Serialize, markdown: &str) -> Result<()> {
-    let path = out_dir.join("report.json");
+    let path = out_dir.join(stage_kit::run_folder::REPORT);
     let mut text = serde_json::to_string_pretty(json)
         .map_err(|e| EvalError::invalid(&path, format!("serialising the report: {e}")))?;
     text.push('\n');
     stage_kit::write_bytes_atomically(&path, text.as_bytes())?;
-    stage_kit::write_bytes_atomically(&out_dir.join("report.md"), markdown.as_bytes())?;
+    stage_kit::write_bytes_atomically(
+        &out_dir.join(stage_kit::run_folder::REPORT_MD),
+        markdown.as_bytes(),
+    )?;
     Ok(())
 }
 

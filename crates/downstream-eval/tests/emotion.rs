@@ -16,6 +16,7 @@ use ndarray::Array2;
 use rand::Rng;
 use stage_kit::reference::run_python;
 use stage_kit::rng::stream;
+use stage_kit::{metrics, run_folder};
 
 const CLASSES: [&str; 4] = ["ang", "hap", "neu", "sad"];
 
@@ -135,11 +136,12 @@ fn cli_metrics_match_scikit_learn_on_the_written_predictions() {
     let (manifest, embeddings) = synthetic_corpus(dir.path());
     let out = dir.path().join("out");
     run_emotion(&manifest, &embeddings, &out, &["--seed", "4"]);
-    let report = read_json(&out.join("report.json"));
+    let report = read_json(&out.join(run_folder::REPORT));
     let reference: serde_json::Value =
         serde_json::from_str(&run_python(METRICS_PY, &[out.join("predictions.csv")]).unwrap())
             .unwrap();
-    for key in ["micro_f1", "macro_f1", "uar"] {
+    // The report's keys are the ones the runner reads (stage_kit::metrics).
+    for key in [metrics::MICRO_F1, metrics::MACRO_F1, metrics::UAR] {
         assert_close(&report[key], &reference["pooled"][key], key);
         for fold in report["folds"].as_array().unwrap() {
             let name = fold["fold"].as_str().unwrap();

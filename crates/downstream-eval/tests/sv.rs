@@ -13,6 +13,7 @@ use ndarray::Array2;
 use rand::Rng;
 use stage_kit::reference::run_python;
 use stage_kit::rng::stream;
+use stage_kit::{metrics, run_folder};
 
 /// Reference metrics of a `label score` file. The ROCCH EER is the largest minimum Bayes
 /// error over priors, max_w min_k (w P_miss(k) + (1 - w) P_fa(k)), found by golden-section
@@ -249,8 +250,16 @@ fn cli_scores_match_numpy_with_centring_length_norm_and_asnorm() {
     let labelled_path = d.join("labelled.txt");
     std::fs::write(&labelled_path, labelled).unwrap();
     let reference = reference_metrics(&labelled_path);
-    let report = read_json(&out.join("report.json"));
-    for key in ["eer", "eer_interpolated", "min_dcf_0.01", "min_dcf_0.05"] {
+    let report = read_json(&out.join(run_folder::REPORT));
+    // The report's keys are the ones the runner reads (stage_kit::metrics).
+    let keys = [
+        metrics::EER.to_owned(),
+        metrics::EER_INTERPOLATED.to_owned(),
+        metrics::min_dcf(0.01),
+        metrics::min_dcf(0.05),
+    ];
+    for key in &keys {
+        let key = key.as_str();
         assert_close(report[key].as_f64().unwrap(), &reference[key], key);
     }
     assert_eq!(report["num_trials"], trials.len());

@@ -9,6 +9,8 @@ pub mod augment_tch;
 pub mod cache;
 /// WAV/FLAC/AAC-in-MP4 decoding to mono, resampling.
 pub mod decode;
+/// Resolving the stages' configured device to a libtorch device.
+pub mod device;
 /// `embeddings.h5`, the contract between embedding extraction and its consumers.
 pub mod embeddings;
 pub mod error;

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use stage_kit::DeviceSpec;
 
 use crate::error::{Error, Result};
 use crate::plda_ahc::PldaAhcConfig;
@@ -34,7 +35,7 @@ pub struct ClusterConfig {
     /// Which k-means implementation runs the iterations.
     pub backend: Backend,
     /// Where nearest-centroid searches run.
-    pub device: DeviceChoice,
+    pub device: DeviceSpec,
     /// Merge k-means clusters whose centroids are more cosine-similar than `merge_threshold`.
     pub merge: bool,
     /// After cosine merging: stop (`cosine`), or go on with PLDA-AHC (`plda`, `ssl.v1`).
@@ -69,7 +70,7 @@ impl Default for ClusterConfig {
             max_iterations: 100,
             tolerance: 1e-4,
             backend: Backend::Batched,
-            device: DeviceChoice::Auto,
+            device: DeviceSpec::Auto,
             merge: true,
             method: Method::Cosine,
             plda: PldaAhcConfig::default(),
@@ -116,16 +117,6 @@ pub enum Backend {
     Batched,
     /// linfa-clustering's KMeans, one of its iterations at a time: the reference.
     Linfa,
-}
-
-/// Where nearest-centroid searches run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceChoice {
-    /// CUDA when libtorch sees a GPU, else the CPU.
-    Auto,
-    Cpu,
-    Cuda,
 }
 
 impl fmt::Display for Init {

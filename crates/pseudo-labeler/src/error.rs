@@ -21,8 +21,8 @@ pub enum Error {
     #[error("{path}: {message}")]
     Input { path: PathBuf, message: String },
     /// A device was asked for that this process cannot use.
-    #[error("device: {0}")]
-    Device(String),
+    #[error(transparent)]
+    Device(#[from] feature_extract::device::UnavailableDevice),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     #[error("linfa k-means: {0}")]

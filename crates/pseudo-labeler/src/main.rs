@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use pseudo_labeler::config::{Backend, DeviceChoice, Init};
+use pseudo_labeler::config::{Backend, Init};
 use pseudo_labeler::{ClusterConfig, StagePaths};
+use stage_kit::DeviceSpec;
 
 #[derive(Parser)]
 #[command(
@@ -56,8 +57,9 @@ struct ClusterArgs {
     k_fraction: Option<f64>,
     #[arg(long, value_enum)]
     backend: Option<Backend>,
-    #[arg(long, value_enum)]
-    device: Option<DeviceChoice>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<DeviceSpec>,
     #[arg(long, value_enum)]
     init: Option<Init>,
     /// Seed of every random stream (overrides the config).

@@ -25,10 +25,10 @@ use crate::report::{
     size_histogram,
 };
 
-/// The pseudo-labels inside the output folder.
-pub const PSEUDO_LABELS_FILE: &str = "pseudo_labels.parquet";
-/// The report inside the output folder.
-pub const REPORT_FILE: &str = "cluster_report.json";
+/// The pseudo-labels and the report inside the output folder.
+pub use stage_kit::run_folder::{
+    CLUSTER_REPORT as REPORT_FILE, PSEUDO_LABELS as PSEUDO_LABELS_FILE,
+};
 
 /// Name of the random stream that draws initial centroids.
 const INIT_STREAM: &str = "kmeans-init";
@@ -508,7 +508,7 @@ mod tests {
         let (mut embeddings, truth) = speaker_blobs(12, 30);
         embeddings.vectors[[5, 3]] = f32::NAN;
         let config = ClusterConfig {
-            device: crate::config::DeviceChoice::Cpu,
+            device: stage_kit::DeviceSpec::Cpu,
             ..ClusterConfig::default()
         };
         let source = Path::new("blobs.h5");
@@ -591,7 +591,7 @@ mod tests {
         };
         let run = |method: Method, passes: usize| {
             let mut config = ClusterConfig {
-                device: crate::config::DeviceChoice::Cpu,
+                device: stage_kit::DeviceSpec::Cpu,
                 method,
                 ..ClusterConfig::default()
             };
@@ -646,7 +646,7 @@ mod tests {
         let (mut embeddings, _) = speaker_blobs(2, 10);
         embeddings.vectors.row_mut(3).fill(0.0);
         let config = ClusterConfig {
-            device: crate::config::DeviceChoice::Cpu,
+            device: stage_kit::DeviceSpec::Cpu,
             ..ClusterConfig::default()
         };
         let err = pseudo_label(&embeddings, Path::new("e.h5"), None, &config)

@@ -5,14 +5,18 @@
 pub mod atomic;
 pub mod config;
 pub mod cpu_time;
+pub mod device;
 pub mod digest;
 pub mod how_it_runs;
 pub mod logging;
+pub mod metrics;
 pub mod progress;
 pub mod reference;
 pub mod rng;
+pub mod run_folder;
 pub mod shard;
 pub mod timings;
 
 pub use atomic::{FileError, write_atomically, write_bytes_atomically};
+pub use device::DeviceSpec;
 pub use shard::Shard;

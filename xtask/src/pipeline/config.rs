@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+use stage_kit::DeviceSpec;
 
 use crate::fixture;
 
@@ -53,9 +54,10 @@ pub struct PipelineSection {
     /// Pseudo-labelling rounds (cluster -> fine-tune -> embed -> evaluate).
     #[serde(default)]
     pub rounds: usize,
-    /// `auto` (CUDA when available), `cpu` or `cuda`.
-    #[serde(default = "default_device")]
-    pub device: String,
+    /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`, written into every stage that
+    /// computes on a device.
+    #[serde(default)]
+    pub device: DeviceSpec,
     /// Ranks of each training stage on this machine (`dino-core --nproc-per-node`); how a
     /// stage runs, so it is not part of any stage's hash.
     #[serde(default)]
@@ -66,10 +68,6 @@ pub struct PipelineSection {
     /// Published numbers to print beside ours in the report (e.g. `"dino.voxceleb1-o.eer" = 4.38`).
     #[serde(default)]
     pub paper: BTreeMap<String, f64>,
-}
-
-fn default_device() -> String {
-    "auto".to_owned()
 }
 
 fn yes() -> bool {
@@ -233,6 +231,7 @@ pub const RUNNER_KEYS: &[(&str, &[&str], &str)] = &[
     ),
     ("cluster", &["seed", "device"], "[pipeline] seed and device"),
     ("embed", &["device"], "[pipeline] device"),
+    ("eval_emotion", &["device"], "[pipeline] device"),
     ("eval_emotion", &["seed"], "[pipeline] seed"),
     ("eval_emotion", &["folds"], "each [[emotion]] set's folds"),
 ];
@@ -434,12 +433,14 @@ mod tests {
         for (section, key, value) in [
             ("pretrain", "seed", toml::Value::Integer(7)),
             ("cluster", "device", "cuda".into()),
+            ("eval_emotion", "device", "cuda".into()),
             ("prepare", "vad", true.into()),
         ] {
             let mut bad = file.clone();
             let table = match section {
                 "pretrain" => &mut bad.pretrain,
                 "cluster" => &mut bad.cluster,
+                "eval_emotion" => &mut bad.eval_emotion,
                 _ => &mut bad.prepare,
             };
             table.insert(key.into(), value);

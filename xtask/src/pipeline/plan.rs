@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
+use stage_kit::run_folder;
 
 use super::config::{DataRef, PipelineFile, ResolvedCorpus};
 
@@ -118,7 +119,7 @@ pub fn build(
     let mut stages = vec![p.scan()?, p.prepare(), p.baseline(), p.pretrain()];
     let mut model = (
         "pretrain".to_owned(),
-        run_dir.join("pretrain").join("model.safetensors"),
+        run_dir.join("pretrain").join(run_folder::MODEL),
     );
     for round in 0..=rounds {
         let suffix = if round == 0 {
@@ -138,7 +139,7 @@ pub fn build(
                 format!("finetune{suffix}"),
                 run_dir
                     .join(format!("finetune{suffix}"))
-                    .join("model.safetensors"),
+                    .join(run_folder::MODEL),
             );
         }
         stages.push(p.embed(&suffix, &model));
@@ -189,10 +190,17 @@ impl Planner<'_> {
     /// A stage section with the pipeline's seed and `device` written in: the one source of
     /// both ([`super::config::RUNNER_KEYS`] refuses them inside the sections, so nothing is
     /// overridden).
-    fn with_seed_and_device(&self, section: &toml::Table, device: &str) -> toml::Table {
-        let mut config = section.clone();
+    fn with_seed_and_device(&self, section: &toml::Table) -> toml::Table {
+        let mut config = self.with_device(section);
         let seed = i64::try_from(self.file.pipeline.seed).expect("TOML integers are i64");
         config.insert("seed".into(), seed.into());
+        config
+    }
+
+    /// A stage section with the pipeline's `device` written in.
+    fn with_device(&self, section: &toml::Table) -> toml::Table {
+        let mut config = section.clone();
+        let device = self.file.pipeline.device.to_string();
         config.insert("device".into(), device.into());
         config
     }
@@ -220,11 +228,11 @@ impl Planner<'_> {
 
     fn manifest(&self, data: &DataRef) -> PathBuf {
         self.dir("scan")
-            .join(format!("{}.parquet", Self::key(data)))
+            .join(run_folder::manifest(&Self::key(data)))
     }
 
     fn cache(&self, data: &DataRef) -> PathBuf {
-        self.dir("prepare").join(format!("{}.h5", Self::key(data)))
+        self.dir("prepare").join(run_folder::h5(&Self::key(data)))
     }
 
     /// The training set (joined when `[[train]]` lists several parts).
@@ -325,7 +333,7 @@ impl Planner<'_> {
             stage.outputs.push(out);
         }
         for set in &self.file.sv {
-            let out = dir.join(format!("{}.trials.parquet", set.name));
+            let out = dir.join(run_folder::trials(&set.name));
             let summary = dir.join(format!("{}.trials.summary.json", set.name));
             let list = match (&set.trials, &set.shipped_trials) {
                 (Some(_), Some(_)) => {
@@ -458,7 +466,7 @@ impl Planner<'_> {
         let mut stage = Stage::new("baseline", &["scan", "prepare"]);
         let dir = self.dir("baseline");
         for set in &self.file.sv {
-            let embeddings = dir.join(format!("{}.h5", Self::key(&set.data)));
+            let embeddings = dir.join(run_folder::h5(&Self::key(&set.data)));
             if !stage.outputs.contains(&embeddings) {
                 stage
                     .commands
@@ -472,19 +480,17 @@ impl Planner<'_> {
                 .path("--embeddings", &embeddings)
                 .path(
                     "--trials",
-                    &self
-                        .dir("scan")
-                        .join(format!("{}.trials.parquet", set.name)),
+                    &self.dir("scan").join(run_folder::trials(&set.name)),
                 )
                 .path("--out-dir", &out);
             stage.commands.push(cmd.0);
-            stage.outputs.push(out.join("report.json"));
+            stage.outputs.push(out.join(run_folder::REPORT));
             stage
                 .metrics
-                .push((format!("sv/{}", set.name), out.join("report.json")));
+                .push((format!("sv/{}", set.name), out.join(run_folder::REPORT)));
         }
         for set in &self.file.emotion {
-            let embeddings = dir.join(format!("{}.h5", Self::key(&set.data)));
+            let embeddings = dir.join(run_folder::h5(&Self::key(&set.data)));
             if !stage.outputs.contains(&embeddings) {
                 stage
                     .commands
@@ -500,10 +506,11 @@ impl Planner<'_> {
                 &out,
                 None,
             ));
-            stage.outputs.push(out.join("report.json"));
-            stage
-                .metrics
-                .push((format!("emotion/{}", set.name), out.join("report.json")));
+            stage.outputs.push(out.join(run_folder::REPORT));
+            stage.metrics.push((
+                format!("emotion/{}", set.name),
+                out.join(run_folder::REPORT),
+            ));
         }
         stage
     }
@@ -574,7 +581,7 @@ impl Planner<'_> {
     ) -> Stage {
         let mut stage = Stage::new(name, upstream);
         let dir = self.dir(name);
-        stage.config = Some(self.with_seed_and_device(config, &self.file.pipeline.device));
+        stage.config = Some(self.with_seed_and_device(config));
         stage.config_of = Some((subcommand, subcommand));
         let cmd = self
             .bin("dino-core")
@@ -590,10 +597,10 @@ impl Planner<'_> {
         if let Some(n) = self.file.pipeline.nproc_per_node.filter(|&n| n > 1) {
             stage.how_it_runs = vec!["--nproc-per-node".to_owned(), n.to_string()];
         }
-        stage.outputs.push(dir.join("model.safetensors"));
+        stage.outputs.push(dir.join(run_folder::MODEL));
         stage
             .metrics
-            .push((subcommand.to_owned(), dir.join("report.json")));
+            .push((subcommand.to_owned(), dir.join(run_folder::REPORT)));
         stage
     }
 
@@ -601,13 +608,11 @@ impl Planner<'_> {
         let name = format!("embed{suffix}");
         let mut stage = Stage::new(&name, &["scan", "prepare", &model.0]);
         let dir = self.dir(&name);
-        let mut config = self.file.embed.clone();
-        config.insert("device".into(), self.file.pipeline.device.clone().into());
-        stage.config = Some(config);
+        stage.config = Some(self.with_device(&self.file.embed));
         stage.config_of = Some(("embed", "embed"));
         for data in self.speech_sets() {
             let key = Self::key(&data);
-            let out = dir.join(format!("{key}.h5"));
+            let out = dir.join(run_folder::h5(&key));
             let cmd = self
                 .bin("dino-core")
                 .arg("embed")
@@ -622,7 +627,7 @@ impl Planner<'_> {
         }
         // The self-contained model file: the encoder with the training audio's decoding/VAD
         // options and the mean of the training set's embeddings just written.
-        let model_file = dir.join("model.safetensors");
+        let model_file = dir.join(run_folder::MODEL);
         let pipeline = self
             .run_dir
             .file_name()
@@ -635,7 +640,7 @@ impl Planner<'_> {
             .path("--audio-cache", &self.cache(&self.train()))
             .path(
                 "--mean-embeddings",
-                &dir.join(format!("{}.h5", Self::key(&self.train()))),
+                &dir.join(run_folder::h5(&Self::key(&self.train()))),
             )
             .arg("--pipeline")
             .arg(pipeline)
@@ -661,7 +666,7 @@ impl Planner<'_> {
         stage.config_of = Some(("eval_sv", "sv"));
         let train = self
             .dir(&embed)
-            .join(format!("{}.h5", Self::key(&self.train())));
+            .join(run_folder::h5(&Self::key(&self.train())));
         let plda = dir.join("plda.json");
         if let Some(cluster) = labels {
             let cmd = self
@@ -670,7 +675,7 @@ impl Planner<'_> {
                 .path("--embeddings", &train)
                 .path(
                     "--pseudo-labels",
-                    &self.dir(cluster).join("pseudo_labels.parquet"),
+                    &self.dir(cluster).join(run_folder::PSEUDO_LABELS),
                 )
                 .path("--out", &plda);
             stage.commands.push(cmd.0);
@@ -688,15 +693,11 @@ impl Planner<'_> {
                     .arg("sv")
                     .path(
                         "--embeddings",
-                        &self
-                            .dir(&embed)
-                            .join(format!("{}.h5", Self::key(&set.data))),
+                        &self.dir(&embed).join(run_folder::h5(&Self::key(&set.data))),
                     )
                     .path(
                         "--trials",
-                        &self
-                            .dir("scan")
-                            .join(format!("{}.trials.parquet", set.name)),
+                        &self.dir("scan").join(run_folder::trials(&set.name)),
                     )
                     .path("--out-dir", &out)
                     .path("--config", &dir.join("config.toml"));
@@ -709,10 +710,11 @@ impl Planner<'_> {
                     cmd = cmd.path("--cohort-embeddings", &train);
                 }
                 stage.commands.push(cmd.0);
-                stage.outputs.push(out.join("report.json"));
-                stage
-                    .metrics
-                    .push((format!("sv/{}{variant}", set.name), out.join("report.json")));
+                stage.outputs.push(out.join(run_folder::REPORT));
+                stage.metrics.push((
+                    format!("sv/{}{variant}", set.name),
+                    out.join(run_folder::REPORT),
+                ));
             }
         }
         stage
@@ -723,13 +725,11 @@ impl Planner<'_> {
         let embed = format!("embed{suffix}");
         let mut stage = Stage::new(&name, &["scan", &embed]);
         let dir = self.dir(&name);
-        stage.config = Some(self.file.eval_emotion.clone());
+        stage.config = Some(self.with_device(&self.file.eval_emotion));
         stage.config_of = Some(("eval_emotion", "emotion"));
         for set in &self.file.emotion {
             let out = dir.join(&set.name);
-            let embeddings = self
-                .dir(&embed)
-                .join(format!("{}.h5", Self::key(&set.data)));
+            let embeddings = self.dir(&embed).join(run_folder::h5(&Self::key(&set.data)));
             stage.commands.push(self.emotion_command(
                 &set.name,
                 &set.data,
@@ -738,10 +738,11 @@ impl Planner<'_> {
                 &out,
                 Some(&dir.join("config.toml")),
             ));
-            stage.outputs.push(out.join("report.json"));
-            stage
-                .metrics
-                .push((format!("emotion/{}", set.name), out.join("report.json")));
+            stage.outputs.push(out.join(run_folder::REPORT));
+            stage.metrics.push((
+                format!("emotion/{}", set.name),
+                out.join(run_folder::REPORT),
+            ));
         }
         stage
     }
@@ -750,8 +751,7 @@ impl Planner<'_> {
         let name = format!("cluster-r{round}");
         let mut stage = Stage::new(&name, &["scan", previous_embed]);
         let dir = self.dir(&name);
-        let device = cluster_device(&self.file.pipeline.device);
-        stage.config = Some(self.with_seed_and_device(&self.file.cluster, device));
+        stage.config = Some(self.with_seed_and_device(&self.file.cluster));
         stage.config_of = Some(("cluster", "cluster"));
         let cmd = self
             .bin("pseudo-labeler")
@@ -760,24 +760,24 @@ impl Planner<'_> {
                 "--embeddings",
                 &self
                     .dir(previous_embed)
-                    .join(format!("{}.h5", Self::key(&self.train()))),
+                    .join(run_folder::h5(&Self::key(&self.train()))),
             )
             .path("--manifest", &self.manifest(&self.train()))
             .path("--out-dir", &dir)
             .path("--config", &dir.join("config.toml"))
             .path("--log-json", &dir.join("log.jsonl"));
         stage.commands.push(cmd.0);
-        stage.outputs.push(dir.join("pseudo_labels.parquet"));
+        stage.outputs.push(dir.join(run_folder::PSEUDO_LABELS));
         stage
             .metrics
-            .push(("cluster".to_owned(), dir.join("cluster_report.json")));
+            .push(("cluster".to_owned(), dir.join(run_folder::CLUSTER_REPORT)));
         stage.nested_metrics = CLUSTER_METRICS.to_vec();
         stage
     }
 
     fn finetune(&self, round: usize, model: &(String, PathBuf)) -> Stage {
         let cluster = format!("cluster-r{round}");
-        let labels = self.dir(&cluster).join("pseudo_labels.parquet");
+        let labels = self.dir(&cluster).join(run_folder::PSEUDO_LABELS);
         self.training_stage(
             &format!("finetune-r{round}"),
             "finetune",
@@ -792,14 +792,6 @@ impl Planner<'_> {
 }
 
 /// pseudo-labeler takes `auto`, `cpu` or `cuda` (no ordinal).
-fn cluster_device(device: &str) -> &str {
-    if device.starts_with("cuda") {
-        "cuda"
-    } else {
-        device
-    }
-}
-
 /// The parts of `cluster_report.json` the report shows per round: cluster counts through the
 /// recipe, the share kept, and agreement with the true speakers (and of k-means with the
 /// recording sessions) where the manifest has them.
@@ -861,10 +853,10 @@ mod tests {
                 "{name} overrides its config with flags: {flags:?}"
             );
         }
-        assert_eq!(
-            stage("embed").config.as_ref().unwrap()["device"].as_str(),
-            Some("cpu")
-        );
+        for name in ["embed", "eval-emotion", "eval-emotion-r1"] {
+            let config = stage(name).config.as_ref().unwrap();
+            assert_eq!(config["device"].as_str(), Some("cpu"), "{name}");
+        }
         let prepare = stage("prepare");
         let option = |cache: &str, flag: &str| {
             let cmd = prepare

@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use stage_kit::{metrics, run_folder};
 
 use super::config::PipelineFile;
 use super::plan::Stage;
@@ -128,10 +129,13 @@ pub fn write(
             .collect(),
     };
     stage_kit::write_bytes_atomically(
-        &run_dir.join("report.json"),
+        &run_dir.join(run_folder::REPORT),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
-    stage_kit::write_bytes_atomically(&run_dir.join("report.md"), markdown(&report).as_bytes())?;
+    stage_kit::write_bytes_atomically(
+        &run_dir.join(run_folder::REPORT_MD),
+        markdown(&report).as_bytes(),
+    )?;
     Ok(report)
 }
 
@@ -179,18 +183,18 @@ fn markdown(report: &Report) -> String {
                 let m = system.sv.get(*set);
                 let get = |k: &str| m.and_then(|m| m.get(k));
                 let paper_key = match i {
-                    0 => format!("baseline.{set}.eer"),
-                    1 => format!("dino.{set}.eer"),
-                    r => format!("round{}.{set}.eer", r - 1),
+                    0 => format!("baseline.{set}.{}", metrics::EER),
+                    1 => format!("dino.{set}.{}", metrics::EER),
+                    r => format!("round{}.{set}.{}", r - 1, metrics::EER),
                 };
                 let _ = writeln!(
                     md,
                     "| {} | {set} | {} | {} | {} | {} | {} |",
                     system.name,
-                    percent(get("eer")),
-                    percent(get("eer_interpolated")),
-                    number(get("min_dcf_0.01")),
-                    number(get("min_dcf_0.05")),
+                    percent(get(metrics::EER)),
+                    percent(get(metrics::EER_INTERPOLATED)),
+                    number(get(&metrics::min_dcf(0.01))),
+                    number(get(&metrics::min_dcf(0.05))),
                     paper(paper_key)
                 );
             }
@@ -212,7 +216,7 @@ fn markdown(report: &Report) -> String {
                 let m = system.emotion.get(*set);
                 let get = |k: &str| m.and_then(|m| m.get(k));
                 let paper_key = if i == 1 {
-                    format!("dino.{set}.micro_f1")
+                    format!("dino.{set}.{}", metrics::MICRO_F1)
                 } else {
                     String::new()
                 };
@@ -220,9 +224,9 @@ fn markdown(report: &Report) -> String {
                     md,
                     "| {} | {set} | {} | {} | {} | {} |",
                     system.name,
-                    percent(get("micro_f1")),
-                    percent(get("macro_f1")),
-                    percent(get("uar")),
+                    percent(get(metrics::MICRO_F1)),
+                    percent(get(metrics::MACRO_F1)),
+                    percent(get(metrics::UAR)),
                     paper(paper_key)
                 );
             }
@@ -231,16 +235,16 @@ fn markdown(report: &Report) -> String {
     }
     if !report.pretraining.is_empty() {
         let get = |k: &str| report.pretraining.get(k);
-        let first = get("first_collapse_step")
+        let first = get(metrics::FIRST_COLLAPSE_STEP)
             .and_then(Value::as_u64)
             .map_or("none".to_owned(), |s| format!("step {s}"));
         let _ = writeln!(
             md,
             "## Pretraining\n\n{} steps, final loss {}, final teacher entropy {} nats; collapse monitor: {} collapsed step(s), first: {first}.\n",
-            integer(get("steps")),
-            number(get("final_loss")),
-            number(get("final_teacher_entropy")),
-            integer(get("collapse_warnings")),
+            integer(get(metrics::STEPS)),
+            number(get(metrics::FINAL_LOSS)),
+            number(get(metrics::FINAL_TEACHER_ENTROPY)),
+            integer(get(metrics::COLLAPSE_WARNINGS)),
         );
     }
     if !report.clustering.is_empty() {
@@ -281,7 +285,7 @@ pub fn require_improvement(report: &Report) -> anyhow::Result<()> {
         system
             .sv
             .get(set)
-            .and_then(|m| m.get("eer"))
+            .and_then(|m| m.get(metrics::EER))
             .and_then(Value::as_f64)
     };
     let baseline = report

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Subcommand};
+use stage_kit::DeviceSpec;
 
 use crate::apply::embed_audio::{self, EmbedAudioRequest, EmbedOptions};
 use crate::apply::export::{self, ExportRequest};
@@ -120,7 +121,7 @@ pub struct RunArgs {
     vad: Option<bool>,
     /// auto, cpu, cuda, cuda:N.
     #[arg(long)]
-    device: Option<String>,
+    device: Option<DeviceSpec>,
 }
 
 impl RunArgs {
@@ -130,7 +131,7 @@ impl RunArgs {
             threads: self.threads,
             vad: self.vad,
             embed: EmbedConfig {
-                device: self.device.clone().unwrap_or(config.device.clone()),
+                device: self.device.unwrap_or(config.device),
                 ..config
             },
         }
@@ -215,7 +216,7 @@ pub fn run(command: ApplyCommand) -> anyhow::Result<()> {
                 threshold,
                 threads: run.threads,
                 vad: run.vad,
-                device: run.device.unwrap_or_else(|| "auto".to_owned()),
+                device: run.device.unwrap_or_default(),
             })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&verdict)?);

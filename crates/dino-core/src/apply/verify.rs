@@ -11,6 +11,7 @@ use downstream_eval::sv::preprocess::Preprocess;
 use downstream_eval::sv::scoring::dot;
 use ndarray::ArrayView2;
 use serde::Serialize;
+use stage_kit::DeviceSpec;
 
 use crate::apply::embed_audio::{EmbedOptions, embed_candidates, list_inputs, sibling};
 use crate::apply::model_file::{self, Application};
@@ -30,7 +31,7 @@ pub struct VerifyRequest {
     pub threshold: Option<f64>,
     pub threads: usize,
     pub vad: Option<bool>,
-    pub device: String,
+    pub device: DeviceSpec,
 }
 
 /// The outcome, printed (or written as JSON).
@@ -92,7 +93,7 @@ pub fn run(req: &VerifyRequest) -> Result<Verdict> {
         vad: req.vad,
         // Each recording whole: no trimming to a batch partner's length.
         embed: EmbedConfig {
-            device: req.device.clone(),
+            device: req.device,
             length_tolerance: 0.0,
             ..EmbedConfig::default()
         },

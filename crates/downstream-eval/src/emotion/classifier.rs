@@ -58,6 +58,8 @@ pub struct Classifier<'a> {
     pub class_weight: ClassWeight,
     pub logistic: &'a LogisticConfig,
     pub mlp: &'a MlpConfig,
+    /// Where the MLP trains (logistic regression runs on the CPU).
+    pub device: tch::Device,
 }
 
 impl Classifier<'_> {
@@ -146,7 +148,7 @@ impl Classifier<'_> {
                         y_train,
                         &class_weights,
                         value,
-                        self.mlp,
+                        (self.mlp, self.device),
                         seed(value),
                     )?
                     .predict_proba(x_test)
@@ -168,6 +170,7 @@ mod tests {
             class_weight: ClassWeight::Balanced,
             logistic: &logistic,
             mlp: &mlp,
+            device: tch::Device::Cpu,
         };
         // 4 examples, 2 classes: class 0 x3, class 1 x1.
         assert_eq!(c.class_weights(&[0, 0, 0, 1], 2), vec![4.0 / 6.0, 2.0]);

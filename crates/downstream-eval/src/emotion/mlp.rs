@@ -9,26 +9,6 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::error::{EvalError, Result};
 
-/// Where the MLP trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum MlpDevice {
-    Cpu,
-    Cuda,
-    /// CUDA when available, else the CPU.
-    Auto,
-}
-
-impl MlpDevice {
-    fn device(self) -> Device {
-        match self {
-            MlpDevice::Cpu => Device::Cpu,
-            MlpDevice::Cuda => Device::Cuda(0),
-            MlpDevice::Auto => Device::cuda_if_available(),
-        }
-    }
-}
-
 /// MLP settings; the weight decay is chosen from `weight_decay_grid` on the selection splits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -40,7 +20,6 @@ pub struct MlpConfig {
     pub learning_rate: f64,
     /// AdamW weight decays tried, strongest regularisation chosen on ties.
     pub weight_decay_grid: Vec<f64>,
-    pub device: MlpDevice,
 }
 
 impl Default for MlpConfig {
@@ -52,7 +31,6 @@ impl Default for MlpConfig {
             batch_size: 64,
             learning_rate: 1e-3,
             weight_decay_grid: vec![1e-3, 1e-2, 1e-1],
-            device: MlpDevice::Cpu,
         }
     }
 }
@@ -79,16 +57,16 @@ fn to_tensor(x: ArrayView2<f64>, device: Device) -> Tensor {
 }
 
 impl Mlp {
-    /// Trains on rows of `x` labelled `y`; `class_weights[c]` weights class `c` in the loss.
+    /// Trains on rows of `x` labelled `y` on `device`; `class_weights[c]` weights class `c`
+    /// in the loss.
     pub fn fit(
         x: ArrayView2<f64>,
         y: &[usize],
         class_weights: &[f64],
         weight_decay: f64,
-        config: &MlpConfig,
+        (config, device): (&MlpConfig, Device),
         seed: u64,
     ) -> Result<Self> {
-        let device = config.device.device();
         tch::manual_seed(seed as i64);
         let store = nn::VarStore::new(device);
         let root = store.root();
@@ -190,7 +168,7 @@ mod tests {
             learning_rate: 1e-2,
             ..MlpConfig::default()
         };
-        let mlp = Mlp::fit(x.view(), &y, &[1.0, 1.0], 1e-4, &config, 3).unwrap();
+        let mlp = Mlp::fit(x.view(), &y, &[1.0, 1.0], 1e-4, (&config, Device::Cpu), 3).unwrap();
         let p = mlp.predict_proba(x.view()).unwrap();
         let correct = (0..200)
             .filter(|&i| usize::from(p[[i, 1]] > 0.5) == y[i])

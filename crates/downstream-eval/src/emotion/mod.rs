@@ -19,6 +19,7 @@ use data_manifest::UtteranceManifest;
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use stage_kit::DeviceSpec;
 use stage_kit::progress::Progress;
 
 use crate::error::{EvalError, Result};
@@ -64,6 +65,8 @@ pub struct EmotionConfig {
     pub seed: u64,
     pub logistic: LogisticConfig,
     pub mlp: MlpConfig,
+    /// Where the MLP classifier trains; the pipeline writes its own device here.
+    pub device: DeviceSpec,
 }
 
 impl Default for EmotionConfig {
@@ -78,6 +81,7 @@ impl Default for EmotionConfig {
             seed: 0,
             logistic: LogisticConfig::default(),
             mlp: MlpConfig::default(),
+            device: DeviceSpec::Cpu,
         }
     }
 }
@@ -310,6 +314,7 @@ pub fn run(
             class_weight: config.class_weight,
             logistic: &config.logistic,
             mlp: &config.mlp,
+            device: feature_extract::device::resolve(config.device)?,
         },
         seed: config.seed,
     };

@@ -177,7 +177,7 @@ pub fn run(inputs: &SvInputs, config: &SvConfig, out_dir: &Path) -> Result<SvRep
     let outputs = report::output_paths(
         out_dir,
         &[
-            ("scores", "scores.txt"),
+            ("scores", stage_kit::run_folder::SCORES),
             ("det_svg", "det.svg"),
             ("det_png", "det.png"),
             ("calibration", calibration::CALIBRATION_FILE),
@@ -225,7 +225,7 @@ pub fn run(inputs: &SvInputs, config: &SvConfig, out_dir: &Path) -> Result<SvRep
         min_dcf_by_prior: detection
             .min_dcf
             .iter()
-            .map(|d| (format!("min_dcf_{}", d.p_target), d.min_dcf))
+            .map(|d| (stage_kit::metrics::min_dcf(d.p_target), d.min_dcf))
             .collect(),
         num_trials: trials.trials.len(),
         num_targets: roc.num_targets,

@@ -7,12 +7,12 @@ mod cpu;
 mod torch;
 
 use ndarray::ArrayView2;
+use stage_kit::DeviceSpec;
 
 pub use cpu::CpuNearest;
 pub use torch::TorchNearest;
 
-use crate::config::DeviceChoice;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Search of the nearest centroids (squared Euclidean distance) for the points an engine
 /// holds. Ties go to the lower centroid index.
@@ -95,18 +95,11 @@ pub enum Compute {
 
 impl Compute {
     /// Resolves a configured device: `auto` takes CUDA when libtorch sees a GPU.
-    pub fn select(choice: DeviceChoice) -> Result<Self> {
-        let cuda = tch::Cuda::is_available();
-        match choice {
-            DeviceChoice::Cpu => Ok(Compute::Cpu),
-            DeviceChoice::Auto if !cuda => Ok(Compute::Cpu),
-            DeviceChoice::Auto | DeviceChoice::Cuda if cuda => {
-                Ok(Compute::Torch(tch::Device::Cuda(0)))
-            }
-            _ => Err(Error::Device(
-                "CUDA was asked for, but libtorch sees no CUDA device".to_owned(),
-            )),
-        }
+    pub fn select(spec: DeviceSpec) -> Result<Self> {
+        Ok(match feature_extract::device::resolve(spec)? {
+            tch::Device::Cpu => Compute::Cpu,
+            device => Compute::Torch(device),
+        })
     }
 
     /// An engine holding `points` (rows, contiguous or not).
@@ -203,16 +196,18 @@ mod tests {
 
     #[test]
     fn device_selection_follows_cuda_availability() {
-        assert_eq!(Compute::select(DeviceChoice::Cpu).unwrap(), Compute::Cpu);
+        assert_eq!(Compute::select(DeviceSpec::Cpu).unwrap(), Compute::Cpu);
         if tch::Cuda::is_available() {
             let cuda = Compute::Torch(tch::Device::Cuda(0));
-            assert_eq!(Compute::select(DeviceChoice::Auto).unwrap(), cuda);
-            assert_eq!(Compute::select(DeviceChoice::Cuda).unwrap(), cuda);
+            assert_eq!(Compute::select(DeviceSpec::Auto).unwrap(), cuda);
+            assert_eq!(Compute::select(DeviceSpec::Cuda(Some(0))).unwrap(), cuda);
             assert_eq!(cuda.name(), "cuda:0");
         } else {
-            assert_eq!(Compute::select(DeviceChoice::Auto).unwrap(), Compute::Cpu);
-            let err = Compute::select(DeviceChoice::Cuda).unwrap_err().to_string();
-            assert!(err.contains("no CUDA device"), "{err}");
+            assert_eq!(Compute::select(DeviceSpec::Auto).unwrap(), Compute::Cpu);
+            let err = Compute::select(DeviceSpec::Cuda(None))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("0 CUDA device(s)"), "{err}");
         }
     }
 
