@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::{read_json, run_ok, write_trials};
 use data_manifest::folds::{FoldUnit, assign_folds};
@@ -63,6 +64,41 @@ for u, frames in ref.items():
 print(len(ref), worst)
 "#;
 
+/// A disk that fills while embeddings are written (here a file-size limit one KiB short of
+/// the whole file: HDF5 writes part of its metadata only at flush and close) fails the
+/// command by name and leaves nothing under the final name or a partial one.
+fn full_disk_leaves_no_file(d: &Path, manifest: &Path, fbank: &Path) {
+    let whole = std::fs::metadata(d.join("from_fbank.h5")).unwrap().len();
+    let out = d.join("limited.h5");
+    let run = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {}; exec \"$0\" \"$@\"",
+            (whole - 1) / 1024
+        ))
+        .arg(env!("CARGO_BIN_EXE_downstream-eval"))
+        .args(["baseline", "--manifest"])
+        .arg(manifest)
+        .arg("--fbank-cache")
+        .arg(fbank)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "a short write passed: {stderr}");
+    assert!(
+        stderr.contains("limited.h5") && stderr.contains("File too large"),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("limited"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn baseline_sources_agree_with_numpy_and_verify_fixture_speakers() {
     let _serial = common::serial();
@@ -109,6 +145,7 @@ fn baseline_sources_agree_with_numpy_and_verify_fixture_speakers() {
         "--out",
         &s(&d.join("decoded.h5")),
     ]);
+    full_disk_leaves_no_file(d, &small, &d.join("fbank.h5"));
     let checked = run_python(CHECK_PY, &[d.join("fbank.h5"), d.join("from_fbank.h5")]).unwrap();
     let (count, worst) = checked.trim().split_once(' ').unwrap();
     let fixture = xtask::fixture::read_summary(&root).unwrap();

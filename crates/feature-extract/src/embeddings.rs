@@ -97,7 +97,11 @@ impl Embeddings {
                     .with_data(&Array1::from(ids))
                     .create("utt_id")?;
                 write_string_attr(&file, "schema", SCHEMA)?;
-                write_string_attr(&file, "description", &self.description)
+                write_string_attr(&file, "description", &self.description)?;
+                // HDF5 writes its metadata when the file is flushed or closed: an error
+                // there (a full disk) must fail the write before the rename, not be dropped.
+                file.flush()?;
+                file.close()
             };
             write().map_err(Error::hdf5(path))
         })
