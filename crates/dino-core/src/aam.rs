@@ -34,6 +34,18 @@ impl Default for AamConfig {
 }
 
 impl AamConfig {
+    /// Why these settings cannot train a classifier, if they cannot (names the key).
+    pub fn check(&self) -> Result<(), String> {
+        use stage_kit::config::{at_least_one, finite_in};
+        finite_in(&[("scale", self.scale)], |v| v > 0.0, "> 0")?;
+        let margins = [
+            ("margin", self.margin),
+            ("margin_warmup_epochs", self.margin_warmup_epochs),
+        ];
+        finite_in(&margins, |v| v >= 0.0, ">= 0")?;
+        at_least_one(&[("sub_centres", self.sub_centres)])
+    }
+
     /// Margin at a (fractional) epoch.
     pub fn margin_at(&self, epoch: f64) -> f64 {
         if self.margin_warmup_epochs <= 0.0 {

@@ -75,6 +75,9 @@ impl FinetuneConfig {
                 "[finetune] crop_seconds = {seconds}: must be a finite number of seconds > 0"
             )));
         }
+        self.aam
+            .check()
+            .map_err(|m| Error::Config(format!("[finetune.aam] {m}")))?;
         let crops = self.crops();
         training::check_common("finetune", sizes, &crops, &self.optim, &self.augment)
     }

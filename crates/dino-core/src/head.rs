@@ -36,6 +36,18 @@ impl Default for HeadConfig {
     }
 }
 
+impl HeadConfig {
+    /// Why these sizes cannot build the head, if they cannot (names the key).
+    pub fn check(&self) -> Result<(), String> {
+        stage_kit::config::at_least_one(&[
+            ("layers", self.layers as i64),
+            ("hidden_dim", self.hidden_dim),
+            ("bottleneck_dim", self.bottleneck_dim),
+            ("out_dim", self.out_dim),
+        ])
+    }
+}
+
 /// Variable-name prefix of the last layer (frozen during the first epoch).
 pub const LAST_LAYER: &str = "last_layer";
 

@@ -108,6 +108,13 @@ impl PretrainConfig {
         self.monitor
             .check()
             .map_err(|m| Error::Config(format!("[pretrain.monitor] {m}")))?;
+        let model = [
+            ("encoder", self.model.encoder.check()),
+            ("head", self.model.head.check()),
+        ];
+        for (sub, checked) in model {
+            checked.map_err(|m| Error::Config(format!("[pretrain.model.{sub}] {m}")))?;
+        }
         let (start, end) = self.teacher_momentum;
         if !((0.0..=1.0).contains(&start) && (0.0..=1.0).contains(&end)) {
             return Err(Error::Config(format!(

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use dino_core::embed::{self, EmbedConfig};
-use dino_core::encoder::EncoderConfig;
+use dino_core::encoder::{EcapaConfig, EncoderConfig};
 use dino_core::finetune::FinetuneConfig;
 use dino_core::head::HeadConfig;
 use dino_core::pretrain::{self, PretrainConfig, PretrainPaths, StopAt};
@@ -75,6 +75,29 @@ fn configurations_that_cannot_train_are_refused_by_key() {
     let mut c = tiny();
     c.augment.rir_prob = 1.5;
     assert!(refusal(&c).contains("[pretrain.augment] rir_prob 1.5"));
+    // Network sizes that panic in libtorch (or divide by zero) when the model is built.
+    for (set, expected) in [
+        (
+            (|e: &mut EcapaConfig| e.scale = 0) as fn(&mut EcapaConfig),
+            "[pretrain.model.encoder] scale = 0: must be at least 1",
+        ),
+        (|e| e.channels = 0, "[pretrain.model.encoder] channels = 0"),
+        (
+            |e| e.scale = 3,
+            "channels = 32: must be a multiple of scale = 3",
+        ),
+        (|e| e.dilations.clear(), "dilations.len() = 0"),
+    ] {
+        let mut c = tiny();
+        let EncoderConfig::Ecapa(ecapa) = &mut c.model.encoder else {
+            unreachable!("tiny-ecapa")
+        };
+        set(ecapa);
+        assert!(refusal(&c).contains(expected), "{}", refusal(&c));
+    }
+    let mut c = tiny();
+    c.model.head.out_dim = 0;
+    assert!(refusal(&c).contains("[pretrain.model.head] out_dim = 0"));
 
     let mut f = FinetuneConfig {
         crop_seconds: 0.0,
@@ -86,6 +109,17 @@ fn configurations_that_cannot_train_are_refused_by_key() {
     f.optim.lr = -0.1;
     let err = f.check().unwrap_err().to_string();
     assert!(err.contains("[finetune.optim] lr = -0.1"), "{err}");
+    f.optim.lr = 0.1;
+    f.aam.sub_centres = 0;
+    let err = f.check().unwrap_err().to_string();
+    assert!(err.contains("[finetune.aam] sub_centres = 0"), "{err}");
+    f.aam.sub_centres = 2;
+    f.aam.scale = 0.0;
+    let err = f.check().unwrap_err().to_string();
+    assert!(
+        err.contains("[finetune.aam] scale = 0: must be a finite number > 0"),
+        "{err}"
+    );
 
     // The run itself refuses them before writing anything.
     let dir = tempfile::tempdir().unwrap();

@@ -29,6 +29,32 @@ pub struct EcapaConfig {
     pub embedding_dim: i64,
 }
 
+impl EcapaConfig {
+    /// Why these hyper-parameters cannot build the network, if they cannot (names the key).
+    pub fn check(&self) -> Result<(), String> {
+        let mut sizes = vec![
+            ("channels", self.channels),
+            ("scale", self.scale),
+            ("se_bottleneck", self.se_bottleneck),
+            ("attention_bottleneck", self.attention_bottleneck),
+            ("mfa_channels", self.mfa_channels),
+            ("feat_dim", self.feat_dim),
+            ("embedding_dim", self.embedding_dim),
+            ("dilations.len()", self.dilations.len() as i64),
+        ];
+        sizes.extend(self.dilations.iter().map(|&d| ("dilations[_]", d)));
+        stage_kit::config::at_least_one(&sizes)?;
+        if self.channels % self.scale != 0 {
+            return Err(format!(
+                "channels = {}: must be a multiple of scale = {} (Res2Net splits the channels \
+                 into scale groups)",
+                self.channels, self.scale
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for EcapaConfig {
     fn default() -> Self {
         EcapaConfig {

@@ -29,6 +29,14 @@ impl Default for EncoderConfig {
 }
 
 impl EncoderConfig {
+    /// Why these hyper-parameters cannot build an encoder, if they cannot (names the key).
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            EncoderConfig::ResNet(c) => c.check(),
+            EncoderConfig::Ecapa(c) => c.check(),
+        }
+    }
+
     /// Named configurations: the published models and tiny variants for CPU tests.
     pub fn preset(name: &str) -> Option<Self> {
         let resnet = |base_channels, blocks| {

@@ -25,6 +25,19 @@ pub struct ResNetConfig {
     pub embedding_bn: bool,
 }
 
+impl ResNetConfig {
+    /// Why these hyper-parameters cannot build the network, if they cannot (names the key).
+    pub fn check(&self) -> Result<(), String> {
+        let mut sizes = vec![
+            ("base_channels", self.base_channels),
+            ("feat_dim", self.feat_dim),
+            ("embedding_dim", self.embedding_dim),
+        ];
+        sizes.extend(self.blocks.iter().map(|&b| ("blocks[_]", b as i64)));
+        stage_kit::config::at_least_one(&sizes)
+    }
+}
+
 impl Default for ResNetConfig {
     fn default() -> Self {
         ResNetConfig {

@@ -41,6 +41,21 @@ pub struct LogisticConfig {
     pub gradient_tolerance: f64,
 }
 
+impl LogisticConfig {
+    /// Why these settings cannot fit, if they cannot (names the key).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let positive = |v: f64| v > 0.0;
+        stage_kit::config::at_least_one(&[
+            ("c_grid.len()", self.c_grid.len() as i64),
+            ("max_iterations", self.max_iterations as i64),
+        ])?;
+        let grid: Vec<_> = self.c_grid.iter().map(|&c| ("c_grid[_]", c)).collect();
+        stage_kit::config::finite_in(&grid, positive, "> 0")?;
+        let tolerance = [("gradient_tolerance", self.gradient_tolerance)];
+        stage_kit::config::finite_in(&tolerance, positive, "> 0")
+    }
+}
+
 impl Default for LogisticConfig {
     fn default() -> Self {
         LogisticConfig {

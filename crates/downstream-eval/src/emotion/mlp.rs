@@ -22,6 +22,35 @@ pub struct MlpConfig {
     pub weight_decay_grid: Vec<f64>,
 }
 
+impl MlpConfig {
+    /// Why these settings cannot train, if they cannot (names the key).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        use stage_kit::config::{at_least_one, finite_in};
+        at_least_one(&[
+            ("hidden", self.hidden as i64),
+            ("epochs", self.epochs as i64),
+            ("batch_size", self.batch_size as i64),
+            (
+                "weight_decay_grid.len()",
+                self.weight_decay_grid.len() as i64,
+            ),
+        ])?;
+        finite_in(
+            &[("dropout", self.dropout)],
+            |v| (0.0..1.0).contains(&v),
+            "in [0, 1)",
+        )?;
+        let rate = [("learning_rate", self.learning_rate)];
+        finite_in(&rate, |v| v > 0.0, "> 0")?;
+        let grid: Vec<_> = self
+            .weight_decay_grid
+            .iter()
+            .map(|&w| ("weight_decay_grid[_]", w))
+            .collect();
+        finite_in(&grid, |v| v >= 0.0, ">= 0")
+    }
+}
+
 impl Default for MlpConfig {
     fn default() -> Self {
         MlpConfig {
@@ -102,7 +131,7 @@ impl Mlp {
         let mut order: Vec<i64> = (0..y.len() as i64).collect();
         for _ in 0..config.epochs {
             order.shuffle(&mut rng);
-            for batch in order.chunks(config.batch_size.max(1)) {
+            for batch in order.chunks(config.batch_size) {
                 let index = Tensor::from_slice(batch).to_device(device);
                 let logits = net.forward_t(&xs.index_select(0, &index), true);
                 let loss = logits

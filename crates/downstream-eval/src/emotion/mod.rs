@@ -281,7 +281,12 @@ impl EmotionConfig {
                 self.inner_folds
             ));
         }
-        Ok(())
+        self.logistic
+            .check()
+            .map_err(|m| format!("[eval_emotion.logistic] {m}"))?;
+        self.mlp
+            .check()
+            .map_err(|m| format!("[eval_emotion.mlp] {m}"))
     }
 }
 
@@ -520,4 +525,50 @@ fn markdown(report: &EmotionReport) -> String {
         folds,
         confusion,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EmotionConfig;
+
+    #[test]
+    fn settings_that_cannot_fit_are_refused_by_key() {
+        assert_eq!(EmotionConfig::default().check(), Ok(()));
+        let refused = |edit: fn(&mut EmotionConfig)| {
+            let mut config = EmotionConfig::default();
+            edit(&mut config);
+            config.check().unwrap_err()
+        };
+        for (edit, expected) in [
+            (
+                (|c: &mut EmotionConfig| c.logistic.c_grid.clear()) as fn(&mut EmotionConfig),
+                "[eval_emotion.logistic] c_grid.len() = 0: must be at least 1",
+            ),
+            (
+                |c| c.logistic.c_grid = vec![1.0, f64::NAN],
+                "[eval_emotion.logistic] c_grid[_] = NaN: must be a finite number > 0",
+            ),
+            (
+                |c| c.logistic.max_iterations = 0,
+                "[eval_emotion.logistic] max_iterations = 0",
+            ),
+            (
+                |c| c.mlp.batch_size = 0,
+                "[eval_emotion.mlp] batch_size = 0",
+            ),
+            (|c| c.mlp.hidden = 0, "[eval_emotion.mlp] hidden = 0"),
+            (|c| c.mlp.epochs = 0, "[eval_emotion.mlp] epochs = 0"),
+            (
+                |c| c.mlp.dropout = 1.5,
+                "[eval_emotion.mlp] dropout = 1.5: must be a finite number in [0, 1)",
+            ),
+            (
+                |c| c.mlp.learning_rate = -1.0,
+                "[eval_emotion.mlp] learning_rate = -1",
+            ),
+        ] {
+            let err = refused(edit);
+            assert!(err.starts_with(expected), "{err}");
+        }
+    }
 }
