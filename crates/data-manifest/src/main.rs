@@ -161,7 +161,7 @@ struct ScanArgs {
     rejects: PathBuf,
     /// Fail (exit non-zero, no manifest written) when more than this share of the files are
     /// bad input (files excluded by design do not count).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = stage_kit::config::fraction)]
     max_reject_fraction: f64,
     /// Probing threads (0: one per core).
     #[arg(long, default_value_t = 0)]

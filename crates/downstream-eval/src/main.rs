@@ -146,7 +146,7 @@ enum Command {
         #[arg(long)]
         rejects: Option<PathBuf>,
         /// Fail when more than this share of the utterances is rejected [default: 0.01].
-        #[arg(long)]
+        #[arg(long, value_parser = stage_kit::config::fraction)]
         max_reject_fraction: Option<f64>,
         /// TOML file with BaselineConfig keys (sample_rate, max_reject_fraction, [fbank]).
         #[arg(long)]
@@ -161,7 +161,8 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig { kind, config } => {
             let path = Some(config.as_path());
             if kind == "sv" {
-                stage_kit::config::read_or_default::<SvConfig>(path)?;
+                let config: SvConfig = stage_kit::config::read_or_default(path)?;
+                config.check().map_err(anyhow::Error::msg)?;
             } else {
                 let config: EmotionConfig = stage_kit::config::read_or_default(path)?;
                 config.check().map_err(anyhow::Error::msg)?;

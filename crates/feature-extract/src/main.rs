@@ -59,7 +59,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Fail when more than this share of the utterances is rejected.
-        #[arg(long, default_value_t = 0.01)]
+        #[arg(long, default_value_t = 0.01, value_parser = stage_kit::config::fraction)]
         max_reject_fraction: f64,
         /// Write the rejected files and reasons here (Parquet).
         #[arg(long)]

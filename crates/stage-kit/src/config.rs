@@ -38,6 +38,25 @@ pub fn finite_in(
     }
 }
 
+/// A command-line share in [0, 1] (a reject bound): refuses NaN and values outside, which
+/// would silently disable or trip the bound.
+pub fn fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    finite_in(
+        &[("the share", value)],
+        |v| (0.0..=1.0).contains(&v),
+        "in [0, 1]",
+    )?;
+    Ok(value)
+}
+
+/// A command-line number that must be finite (a score threshold).
+pub fn finite(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    finite_in(&[("the value", value)], |_| true, "")?;
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +75,11 @@ mod tests {
             Err("scale = NaN: must be a finite number > 0".to_owned())
         );
         assert!(finite_in(&[("s", -1.0)], positive, "> 0").is_err());
+        assert_eq!(fraction("0.05"), Ok(0.05));
+        for bad in ["NaN", "1.5", "-0.1", "x"] {
+            assert!(fraction(bad).is_err(), "{bad}");
+        }
+        assert_eq!(finite("-3.5"), Ok(-3.5));
+        assert!(finite("nan").is_err() && finite("inf").is_err());
     }
 }

@@ -68,7 +68,7 @@ pub enum ApplyCommand {
         #[arg(long)]
         calibration: Option<PathBuf>,
         /// Accept raw scores above this instead.
-        #[arg(long)]
+        #[arg(long, value_parser = stage_kit::config::finite)]
         threshold: Option<f64>,
         /// Print the verdict as JSON.
         #[arg(long)]

@@ -60,6 +60,24 @@ impl Default for SvConfig {
     }
 }
 
+impl SvConfig {
+    /// Why these settings cannot score or measure, if they cannot (names the key).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        use stage_kit::config::{at_least_one, finite_in};
+        let at = |m: String| format!("[eval_sv] {m}");
+        at_least_one(&[("asnorm_top", self.asnorm_top as i64)]).map_err(at)?;
+        let mut priors: Vec<_> = self
+            .p_targets
+            .iter()
+            .map(|&p| ("p_targets[_]", p))
+            .collect();
+        priors.push(("calibration_prior", self.calibration_prior));
+        finite_in(&priors, |p| p > 0.0 && p < 1.0, "in (0, 1)").map_err(at)?;
+        let costs = [("c_miss", self.c_miss), ("c_fa", self.c_fa)];
+        finite_in(&costs, |c| c > 0.0, "> 0").map_err(at)
+    }
+}
+
 /// Input files of `downstream-eval sv`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SvInputs {
@@ -139,6 +157,9 @@ pub struct AsNormSummary {
 /// `det.svg`, `det.png`, `report.json`, `report.md` and `calibration.json` into `out_dir`.
 pub fn run(inputs: &SvInputs, config: &SvConfig, out_dir: &Path) -> Result<SvReport> {
     let started = Instant::now();
+    config
+        .check()
+        .map_err(|message| EvalError::invalid(&inputs.trials, message))?;
     let trials = TrialList::read(&inputs.trials)?;
     if trials.trials.is_empty() {
         return Err(EvalError::invalid(
@@ -466,4 +487,28 @@ fn markdown(report: &SvReport) -> String {
             (None, None) => "No input".to_owned(),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SvConfig;
+
+    #[test]
+    fn settings_that_cannot_score_are_refused_by_key() {
+        assert_eq!(SvConfig::default().check(), Ok(()));
+        let refused = |edit: fn(&mut SvConfig)| {
+            let mut config = SvConfig::default();
+            edit(&mut config);
+            config.check().unwrap_err()
+        };
+        assert_eq!(
+            refused(|c| c.asnorm_top = 0),
+            "[eval_sv] asnorm_top = 0: must be at least 1"
+        );
+        assert!(
+            refused(|c| c.p_targets = vec![0.01, 1.0]).starts_with("[eval_sv] p_targets[_] = 1")
+        );
+        assert!(refused(|c| c.calibration_prior = f64::NAN).contains("calibration_prior = NaN"));
+        assert!(refused(|c| c.c_fa = 0.0).contains("c_fa = 0"));
+    }
 }
