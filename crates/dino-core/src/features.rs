@@ -75,15 +75,33 @@ impl FeaturePipeline {
         self.of(&x)
     }
 
-    /// Normalised features of waveforms `[B, T]` (int16 scale) already on the device.
+    /// Normalised features of waveforms `[B, T]` (int16 scale) already on the device, without
+    /// dither (extraction).
     pub fn of(&self, x: &Tensor) -> Tensor {
-        let feats = self.fbank.forward(x);
+        self.normalized(self.fbank.forward(x))
+    }
+
+    /// [`FeaturePipeline::of`] with the configured dither drawn from the stream of `key`
+    /// (training: [`dither_key`] makes it a function of the run's seed and position).
+    pub fn of_training(&self, x: &Tensor, key: u64) -> Tensor {
+        self.normalized(self.fbank.forward_dithered(x, key))
+    }
+
+    fn normalized(&self, feats: Tensor) -> Tensor {
         match &self.normalization {
             Normalization::None => feats,
             Normalization::Cmn => cmn_tch(&feats),
             Normalization::Stmn(options) => stmn_tch(&feats, options),
         }
     }
+}
+
+/// The dither stream of one batch of views in training: a function of the run's seed, the
+/// step, the rank, the micro-batch and the view, so a resumed run draws what an
+/// uninterrupted one would have, and concurrent runs draw independently.
+pub fn dither_key(seed: u64, step: usize, rank: usize, micro: usize, view: &str) -> u64 {
+    let name = format!("dither/step-{step}/rank-{rank}/micro-{micro}/{view}");
+    stage_kit::rng::stream_seed(seed, &name)
 }
 
 #[cfg(test)]
@@ -117,5 +135,31 @@ mod tests {
                 right_context: 10
             })
         );
+    }
+
+    #[test]
+    fn dither_only_in_training_and_a_function_of_its_key() {
+        let mut config = FeatureConfig::default();
+        config.fbank.dither = 1.0;
+        let pipeline = FeaturePipeline::new(&config, Device::Cpu).unwrap();
+        let x = Tensor::from_slice(&(0..16000).map(|i| (i % 50) as f32).collect::<Vec<_>>())
+            .view([1, 16000]);
+        assert!(
+            pipeline.of(&x).equal(&pipeline.of(&x)),
+            "extraction is dithered"
+        );
+        let key = dither_key(1, 5, 0, 0, "global");
+        let a = pipeline.of_training(&x, key);
+        assert!(a.equal(&pipeline.of_training(&x, key)));
+        assert!(!a.equal(&pipeline.of(&x)));
+        for other in [
+            dither_key(2, 5, 0, 0, "global"),
+            dither_key(1, 6, 0, 0, "global"),
+            dither_key(1, 5, 1, 0, "global"),
+            dither_key(1, 5, 0, 1, "global"),
+            dither_key(1, 5, 0, 0, "local"),
+        ] {
+            assert!(!a.equal(&pipeline.of_training(&x, other)));
+        }
     }
 }

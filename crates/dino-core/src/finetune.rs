@@ -23,7 +23,7 @@ use crate::crops::{CropBatch, CropConfig, CropSampler};
 use crate::distributed::{self, GradSync, Replicated};
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
-use crate::features::FeaturePipeline;
+use crate::features::{FeaturePipeline, dither_key};
 use crate::monitor::StepRecord;
 use crate::optim::{LossScaler, OptimConfig, Optimizer, restore_training_state, training_state};
 use crate::schedule::Cosine;
@@ -285,6 +285,8 @@ struct FinetuneTask<'a> {
     scaler: LossScaler,
     grads: GradSync,
     replicated: Replicated,
+    /// This process's rank (its dither stream).
+    rank: usize,
     lr: Cosine,
     steps_per_epoch: usize,
     mixed: bool,
@@ -329,6 +331,7 @@ impl<'a> FinetuneTask<'a> {
             spec,
             grads: GradSync::new(plan.group.clone(), optimizer.parameters())?,
             replicated: Replicated::new(plan.group.clone(), &vs, &[]),
+            rank: plan.group.rank(),
             vs,
             encoder,
             classifier,
@@ -388,7 +391,8 @@ impl Task for FinetuneTask<'_> {
                 &crops.global_draws,
                 self.features.device(),
             );
-            let feats = self.features.of(&x);
+            let key = dither_key(self.config.seed, step, self.rank, m, "global");
+            let feats = self.features.of_training(&x, key);
             let labels: Vec<i64> = crops.items.iter().map(|i| self.targets[i]).collect();
             let labels = Tensor::from_slice(&labels).to_device(feats.device());
             let (loss, micro_accuracy) = tch::autocast(self.mixed, || {

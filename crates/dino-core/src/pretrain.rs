@@ -25,7 +25,7 @@ use crate::checkpoint::{self, CheckpointDir, CheckpointMeta, EmbeddingSpec};
 use crate::crops::{CropBatch, CropConfig, CropSampler};
 use crate::distributed::{self, GradSync, Replicated, global_row_mean};
 use crate::error::{Error, Result};
-use crate::features::{FeatureConfig, FeaturePipeline};
+use crate::features::{FeatureConfig, FeaturePipeline, dither_key};
 use crate::head::LAST_LAYER;
 use crate::loss::{DinoLoss, LossConfig, TeacherStats};
 use crate::model::{Dino, ModelConfig};
@@ -313,17 +313,35 @@ impl<'a> DinoTask<'a> {
 impl DinoTask<'_> {
     /// The DINO loss of one micro-batch, its teacher statistics and the (detached) teacher
     /// outputs of its global views.
-    fn micro_loss(&self, crops: &CropBatch, temp: f64) -> (Tensor, TeacherStats, Tensor) {
+    /// `(step, micro)` places the micro-batch in the run (its dither stream).
+    fn micro_loss(
+        &self,
+        crops: &CropBatch,
+        temp: f64,
+        (step, micro): (usize, usize),
+    ) -> (Tensor, TeacherStats, Tensor) {
         let c = self.config;
         let device = self.features.device();
-        let views = |buffer: &[f32], n: usize, draws: &[_]| {
+        let rank = self.group.rank();
+        let views = |buffer: &[f32], n: usize, draws: &[_], view: &str| {
             let x = self
                 .sampler
                 .to_device(buffer, n * crops.batch, draws, device);
-            self.features.of(&x)
+            let key = dither_key(c.seed, step, rank, micro, view);
+            self.features.of_training(&x, key)
         };
-        let globals = views(&crops.globals, c.crops.global_crops, &crops.global_draws);
-        let locals = views(&crops.locals, c.crops.local_crops, &crops.local_draws);
+        let globals = views(
+            &crops.globals,
+            c.crops.global_crops,
+            &crops.global_draws,
+            "global",
+        );
+        let locals = views(
+            &crops.locals,
+            c.crops.local_crops,
+            &crops.local_draws,
+            "local",
+        );
         let (teacher_out, student_out) = tch::autocast(self.mixed, || {
             let teacher_out = self.dino.teacher_forward(&globals);
             let mut outs = vec![self.dino.student.forward(&globals, true)];
@@ -379,7 +397,7 @@ impl Task for DinoTask<'_> {
         let mut stats = TeacherStats::default();
         let mut teacher_outs = Vec::with_capacity(count);
         for (m, crops) in micro.iter().enumerate() {
-            let (loss, micro_stats, teacher_out) = self.micro_loss(crops, temp);
+            let (loss, micro_stats, teacher_out) = self.micro_loss(crops, temp, (step, m));
             let value = loss.double_value(&[]);
             if !value.is_finite() {
                 return Err(Error::Config(format!(

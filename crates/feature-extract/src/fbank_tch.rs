@@ -68,8 +68,19 @@ impl TchFbank {
         self.geometry.num_frames(samples)
     }
 
-    /// Features `[B, frames, dim]` (float32) of waveforms `[B, T]`.
+    /// Features `[B, frames, dim]` (float32) of waveforms `[B, T]`, without dither: what
+    /// extraction computes, the same every time.
     pub fn forward(&self, waveforms: &Tensor) -> Tensor {
+        self.compute(waveforms, None)
+    }
+
+    /// [`TchFbank::forward`] with the configured dither, drawn from the counter-based stream
+    /// `key` ([`crate::counter_noise`]): training's features, reproducible from the key.
+    pub fn forward_dithered(&self, waveforms: &Tensor, key: u64) -> Tensor {
+        self.compute(waveforms, Some(key))
+    }
+
+    fn compute(&self, waveforms: &Tensor, dither_key: Option<u64>) -> Tensor {
         let device = waveforms.device();
         let (window, mel_t) = (self.window.to_device(device), self.mel_t.to_device(device));
         let g = self.geometry;
@@ -96,8 +107,9 @@ impl TchFbank {
         let mut f = signal
             .unfold(1, g.window_size as i64, g.window_shift as i64)
             .narrow(1, 0, frames);
-        if self.opts.dither != 0.0 {
-            f = &f + f.randn_like() * self.opts.dither;
+        if let Some(key) = dither_key.filter(|_| self.opts.dither != 0.0) {
+            let noise = crate::counter_noise::normal(&f.size(), key, device);
+            f = &f + noise.to_kind(self.kind) * self.opts.dither;
         }
         if self.opts.remove_dc_offset {
             f = &f - f.mean_dim(-1, true, self.kind);

@@ -7,6 +7,8 @@ pub mod augment;
 pub mod augment_tch;
 /// Packed HDF5 audio and fbank caches: schema, index, readers, writer, merge.
 pub mod cache;
+/// Gaussian noise keyed by a seed and each element's index, on any device (resumable dither).
+pub mod counter_noise;
 /// WAV/FLAC/AAC-in-MP4 decoding to mono, resampling.
 pub mod decode;
 /// Resolving the stages' configured device to a libtorch device.
