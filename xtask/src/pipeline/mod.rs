@@ -5,6 +5,7 @@
 //! same stages are submitted to Slurm as jobs instead (`slurm`).
 
 mod check;
+mod code;
 mod config;
 mod execute;
 mod plan;
@@ -240,8 +241,8 @@ fn rounds_run(run_dir: &Path) -> usize {
 }
 
 /// The pipeline's own copies of the stage binaries: `cargo bench` rebuilds
-/// `target/release/<binary>` with its dev-dependency features, which would otherwise make
-/// every stage of that binary look changed.
+/// `target/release/<binary>` with its dev-dependency features, and a pipeline must not run
+/// whatever a benchmark left there.
 fn binary_dir() -> PathBuf {
     workspace::root().join("target").join("pipeline-bin")
 }
@@ -290,7 +291,7 @@ fn decide<'a>(
         }
     }
     let downstream_of_from = options.from.as_ref().map(|from| downstream(stages, from));
-    let mut binary_hashes = HashMap::new();
+    let (root, mut code) = (workspace::root(), code::CodeHashes::default());
     let mut hashes: HashMap<String, String> = HashMap::new();
     let mut decisions = Vec::new();
     for stage in stages {
@@ -302,23 +303,14 @@ fn decide<'a>(
         if let Some(config) = &stage.config {
             parts.insert("config".to_owned(), state::config_hash(config)?);
         }
-        for binary in stage.binaries() {
-            let hash = match binary_hashes.get(&binary) {
-                Some(h) => Clone::clone(h),
-                None => {
-                    let h = if binary.exists() {
-                        state::file_sha256(&binary)?
-                    } else {
-                        "not built".to_owned()
-                    };
-                    binary_hashes.insert(binary.clone(), h.clone());
-                    h
-                }
-            };
-            let label = binary
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            parts.insert(format!("binary {label}"), hash);
+        let mut crates: Vec<&str> = vec!["Cargo.lock"];
+        for command in &stage.commands {
+            crates.extend(code::crates_of(command)?);
+        }
+        crates.sort_unstable();
+        crates.dedup();
+        for name in crates {
+            parts.insert(format!("code {name}"), code.of(&root, name)?);
         }
         for upstream in &stage.upstream {
             let hash = hashes.get(upstream).with_context(|| {

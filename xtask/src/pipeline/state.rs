@@ -1,6 +1,7 @@
 //! What the runner remembers about a stage: `stage.json` in the stage's folder, written
 //! atomically when the stage succeeds. A stage is up to date when its recorded hash equals the
-//! hash of what it would run now (command lines, configuration, binaries, inputs) and its
+//! hash of what it would run now (command lines, configuration, the code that computes it
+//! (`code`), inputs) and its
 //! outputs exist. Upstream stages enter a hash through their own recorded hash, so an edit
 //! reruns the stage it touches and everything downstream, nothing else.
 
