@@ -146,7 +146,7 @@ pub fn run_shard(
     shard: Shard,
 ) -> Result<EmbedReport> {
     if shard.count > 1 && config.chunk_seconds.is_some() {
-        return Err(Error::Config(format!(
+        return Err(Error::Usage(format!(
             "--shard {shard} with chunk_seconds: a chunked utterance spans batches of several \
              shards; embed it unsharded"
         )));
@@ -302,14 +302,14 @@ pub fn merge_shards(manifest: &Path, shards: &[std::path::PathBuf], out: &Path) 
         .map(|p| Embeddings::read(p))
         .collect::<std::result::Result<_, _>>()?;
     let Some(first) = parts.first() else {
-        return Err(Error::Config(
+        return Err(Error::Usage(
             "merge-embeddings: no shard files given".to_owned(),
         ));
     };
     let mut rows = std::collections::HashMap::new();
     for (part, path) in parts.iter().zip(shards) {
         if part.description != first.description || part.dim() != first.dim() {
-            return Err(Error::Config(format!(
+            return Err(Error::Input(format!(
                 "{}: not a shard of the same extraction as {} (model or dimension differ)",
                 path.display(),
                 shards[0].display()
@@ -317,7 +317,7 @@ pub fn merge_shards(manifest: &Path, shards: &[std::path::PathBuf], out: &Path) 
         }
         for (i, id) in part.utt_ids.iter().enumerate() {
             if rows.insert(id.as_str(), part.row(i)).is_some() {
-                return Err(Error::Config(format!(
+                return Err(Error::Input(format!(
                     "{}: utterance {id} is in another shard too",
                     path.display()
                 )));
@@ -333,7 +333,7 @@ pub fn merge_shards(manifest: &Path, shards: &[std::path::PathBuf], out: &Path) 
         }
     }
     if utt_ids.len() != rows.len() {
-        return Err(Error::Config(format!(
+        return Err(Error::Input(format!(
             "{} shard utterance(s) are not in the manifest",
             rows.len() - utt_ids.len()
         )));

@@ -23,6 +23,14 @@ pub enum Error {
     Device(#[from] feature_extract::device::UnavailableDevice),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Arguments that do not fit together (the message says which).
+    #[error("invalid arguments: {0}")]
+    Usage(String),
+    /// The training loss stopped being a finite number.
+    #[error("the loss became {loss} at step {step}; lower the learning rate")]
+    Diverged { step: usize, loss: f64 },
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
     /// Joining the process group or a collective failed (a rank died, hung or never came).
     #[error("data-parallel training: {0}")]
     Distributed(String),

@@ -228,7 +228,7 @@ pub fn run(
     if !group.is_main() {
         return Ok(Some(report));
     }
-    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Config(e.to_string()))?;
+    let json = serde_json::to_string_pretty(&report)?;
     stage_kit::write_bytes_atomically(&paths.out_dir.join(REPORT), json.as_bytes())?;
     Ok(Some(report))
 }
@@ -245,7 +245,7 @@ fn class_labels(path: &Path) -> Result<(BTreeMap<String, i64>, usize)> {
     classes.sort_unstable();
     classes.dedup();
     if classes.len() < 2 {
-        return Err(Error::Config(format!(
+        return Err(Error::Input(format!(
             "{}: {} kept cluster(s); need at least 2 classes",
             path.display(),
             classes.len()
@@ -400,11 +400,7 @@ impl Task for FinetuneTask<'_> {
                 self.classifier.loss(&embeddings, &labels, margin)
             });
             let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                return Err(Error::Config(format!(
-                    "the loss became {value} at step {step}; lower the learning rate"
-                )));
-            }
+            training::check_loss(value, step)?;
             loss_value += value / count as f64;
             accuracy += micro_accuracy / count as f64;
             accumulation::backward_micro(

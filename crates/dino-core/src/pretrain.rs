@@ -203,7 +203,7 @@ pub fn run(
     (plan.workers, plan.prefetch, plan.checkpoint_every) =
         (config.workers, config.prefetch, config.checkpoint_every);
     plan.distribute(group.clone(), config.accumulation_steps)?;
-    let config_json = serde_json::to_value(config).map_err(|e| Error::Config(e.to_string()))?;
+    let config_json = serde_json::to_value(config)?;
     let mut task = DinoTask::new(
         config,
         config_json.clone(),
@@ -240,7 +240,7 @@ pub fn run(
     if !group.is_main() {
         return Ok(Some(report));
     }
-    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Config(e.to_string()))?;
+    let json = serde_json::to_string_pretty(&report)?;
     stage_kit::write_bytes_atomically(&paths.out_dir.join(REPORT), json.as_bytes())?;
     Ok(Some(report))
 }
@@ -250,7 +250,7 @@ pub fn run(
 fn refuse_label_filtered(path: &Path) -> Result<()> {
     let metadata = UtteranceManifest::read_metadata(path)?;
     if let Some(filters) = metadata.get(data_manifest::utterances::LABEL_FILTERS_KEY) {
-        return Err(Error::Config(format!(
+        return Err(Error::Input(format!(
             "{} was filtered with speaker labels ({filters}); self-supervised pretraining must not use labels",
             path.display()
         )));
@@ -399,11 +399,7 @@ impl Task for DinoTask<'_> {
         for (m, crops) in micro.iter().enumerate() {
             let (loss, micro_stats, teacher_out) = self.micro_loss(crops, temp, (step, m));
             let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                return Err(Error::Config(format!(
-                    "the loss became {value} at step {step}; lower the learning rate"
-                )));
-            }
+            training::check_loss(value, step)?;
             // Logged values are means over the micro-batches.
             let w = 1.0 / count as f64;
             loss_value += w * value;

@@ -69,6 +69,15 @@ pub fn check_common(
     augment.check().map_err(|m| at(".augment", m))
 }
 
+/// Refuses a loss that is no longer a finite number: the run has diverged at `step`.
+pub fn check_loss(loss: f64, step: usize) -> Result<()> {
+    if loss.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::Diverged { step, loss })
+    }
+}
+
 /// Shape of a run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -109,7 +118,7 @@ impl Plan {
             steps_per_epoch = steps_per_epoch.min(cap);
         }
         if steps_per_epoch == 0 {
-            return Err(Error::Config(format!(
+            return Err(Error::Input(format!(
                 "{} training utterances make no batch",
                 items.len()
             )));
@@ -315,7 +324,7 @@ pub fn cache_items<'a>(
         );
     }
     if items.is_empty() {
-        return Err(Error::Config(format!(
+        return Err(Error::Input(format!(
             "no training utterance is in {}",
             cache.path().display()
         )));
@@ -362,7 +371,7 @@ pub fn crop_sampler(
     features: &FeaturePipeline,
 ) -> Result<Arc<CropSampler>> {
     if features.sample_rate() != cache.sample_rate() {
-        return Err(Error::Config(format!(
+        return Err(Error::Input(format!(
             "fbank sample_rate {} differs from the audio cache's {}",
             features.sample_rate(),
             cache.sample_rate()

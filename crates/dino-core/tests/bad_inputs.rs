@@ -146,6 +146,24 @@ fn crops_longer_than_every_utterance_are_refused_with_the_numbers() {
 }
 
 #[test]
+fn a_diverging_run_stops_with_the_step_it_diverged_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = tiny();
+    c.max_steps_per_epoch = Some(4);
+    (c.optim.lr, c.optim.min_lr) = (1e30, 1e30);
+    let err = pretrain::run(&c, &paths(dir.path()), false, StopAt::default()).unwrap_err();
+    match err {
+        dino_core::Error::Diverged { step, loss } => {
+            assert!(
+                (1..4).contains(&step) && !loss.is_finite(),
+                "step {step}, loss {loss}"
+            )
+        }
+        other => panic!("not a divergence: {other}"),
+    }
+}
+
+#[test]
 fn embed_refuses_a_cache_at_another_rate_and_a_cache_without_the_utterances() {
     let p = common::prepared();
     let dir = tempfile::tempdir().unwrap();

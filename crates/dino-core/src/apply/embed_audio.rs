@@ -138,7 +138,7 @@ pub fn embed_candidates(
     work: &Path,
 ) -> Result<Embedded> {
     if candidates.is_empty() {
-        return Err(Error::Config(format!(
+        return Err(Error::Usage(format!(
             "no audio files ({}) to embed",
             AUDIO_EXTENSIONS.join(", ")
         )));
@@ -169,7 +169,7 @@ pub fn embed_candidates(
         for r in &rejects {
             tracing::warn!("rejected {}: {}", r.path, r.reason);
         }
-        return Err(Error::Config(format!(
+        return Err(Error::Input(format!(
             "none of the {} utterance(s) could be decoded",
             manifest.utterances.len()
         )));
@@ -231,7 +231,7 @@ fn audio_options(req: &EmbedOptions) -> Result<PrepareConfig> {
         config.vad = vad;
     }
     if config.sample_rate != fbank_rate {
-        return Err(Error::Config(format!(
+        return Err(Error::Input(format!(
             "audio at {} Hz, but the model's features expect {fbank_rate} Hz",
             config.sample_rate
         )));
@@ -270,7 +270,7 @@ pub fn list_inputs(inputs: &[PathBuf]) -> Result<(Vec<Candidate>, Vec<Reject>)> 
                     [path] => (path, path),
                     [id, path] => (id, path),
                     _ => {
-                        return Err(Error::Config(format!(
+                        return Err(Error::Input(format!(
                             "{} line {}: expected `path` or `utt_id path`, got {line:?}",
                             input.display(),
                             number + 1

@@ -40,7 +40,7 @@ impl OutputFormat {
             Some("parquet") => Ok(OutputFormat::Parquet),
             Some("npy") => Ok(OutputFormat::Npy),
             Some("h5" | "hdf5") => Ok(OutputFormat::Hdf5),
-            _ => Err(Error::Config(format!(
+            _ => Err(Error::Usage(format!(
                 "{}: the output must end in .parquet, .npy or .h5",
                 path.display()
             ))),

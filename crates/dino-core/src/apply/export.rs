@@ -68,7 +68,7 @@ pub fn run(req: &ExportRequest) -> Result<ExportReport> {
         });
         let diff = (ours - traced?).abs().max().double_value(&[]);
         if diff > TOLERANCE {
-            return Err(Error::Config(format!(
+            return Err(Error::Usage(format!(
                 "the traced encoder differs from the model by {diff:.2e} at {frames} frames: \
                  some computation depends on the input length and cannot be traced"
             )));

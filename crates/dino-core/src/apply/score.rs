@@ -47,12 +47,9 @@ pub fn run(req: &ScoreRequest) -> Result<usize> {
     let text = std::fs::read_to_string(&req.trials)
         .map_err(|e| stage_kit::FileError::new(&req.trials, e))?;
     let trials =
-        parse_trials(&text).map_err(|m| Error::Config(format!("{}: {m}", req.trials.display())))?;
+        parse_trials(&text).map_err(|m| Error::Input(format!("{}: {m}", req.trials.display())))?;
     if trials.trials.is_empty() {
-        return Err(Error::Config(format!(
-            "{}: no trials",
-            req.trials.display()
-        )));
+        return Err(Error::Input(format!("{}: no trials", req.trials.display())));
     }
     let embeddings = match &req.utterances {
         Utterances::Embeddings(path) => EmbeddingFile::read(path)?,
@@ -61,7 +58,7 @@ pub fn run(req: &ScoreRequest) -> Result<usize> {
             let work = sibling(&req.out, "work");
             let embedded = embed_candidates(&req.embed, candidates, &work)?;
             if !embedded.rejects.is_empty() {
-                return Err(Error::Config(format!(
+                return Err(Error::Input(format!(
                     "{} file(s) of the trial list could not be embedded, e.g. {}: {}",
                     embedded.rejects.len(),
                     embedded.rejects[0].path,
@@ -140,7 +137,7 @@ fn trial_candidates(trials: &TrialList, root: &Path) -> Result<Vec<Candidate>> {
         }
     }
     if !missing.is_empty() {
-        return Err(Error::Config(format!(
+        return Err(Error::Input(format!(
             "{}: no audio file for {} utterance(s) of the trial list, e.g. {}",
             root.display(),
             missing.len(),

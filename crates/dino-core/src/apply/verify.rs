@@ -80,10 +80,10 @@ pub fn run(req: &VerifyRequest) -> Result<Verdict> {
         .transpose()?;
     let (candidates, missing) = list_inputs(&[req.a.clone(), req.b.clone()])?;
     if let Some(m) = missing.first() {
-        return Err(Error::Config(format!("{}: {}", m.path, m.reason)));
+        return Err(Error::Input(format!("{}: {}", m.path, m.reason)));
     }
     if candidates.len() != 2 || candidates[0].utt_id == candidates[1].utt_id {
-        return Err(Error::Config(
+        return Err(Error::Usage(
             "verify compares two different audio files".to_owned(),
         ));
     }
@@ -112,7 +112,7 @@ pub fn run(req: &VerifyRequest) -> Result<Verdict> {
         .iter()
         .map(|id| {
             index.get(id.as_str()).copied().ok_or_else(|| {
-                Error::Config(format!(
+                Error::Input(format!(
                     "{id}: not one utterance (a multi-channel recording? verify takes one channel)"
                 ))
             })
