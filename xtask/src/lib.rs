@@ -4,7 +4,8 @@
 pub mod bench;
 pub mod command;
 pub mod device_check;
-pub mod fixture;
+/// The fixture corpus generator (its own crate, which stage crates test with).
+pub use fixture_corpus as fixture;
 pub mod pipeline;
 pub mod setup;
 pub mod slurm_local;

@@ -34,7 +34,7 @@ fn scan_fixture(part: &str, out: &Path) -> String {
 fn fixture_speech_scan_and_its_trial_list() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let fixture = xtask::fixture::read_summary(&common::fixture()).unwrap();
+    let fixture = fixture_corpus::read_summary(&common::fixture()).unwrap();
     let speakers = fixture.train_speakers.len() + fixture.test_speakers.len();
     let text = scan_fixture("speech", d);
     assert!(

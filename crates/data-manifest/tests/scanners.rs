@@ -551,7 +551,7 @@ fn musan_and_rirs_categories() {
 #[test]
 fn fixture_parts() {
     let root = common::fixture();
-    let fixture = xtask::fixture::read_summary(&root).unwrap();
+    let fixture = fixture_corpus::read_summary(&root).unwrap();
     let speakers = fixture.train_speakers.len() + fixture.test_speakers.len();
     let per_speaker = fixture.utterances / speakers;
     let speech = run(Layout::Fixture(FixturePart::Speech), &root);

@@ -72,7 +72,7 @@ fn prepare_cache(manifest: &Path, out: &Path, config: &PrepareConfig) {
 fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let root = xtask::fixture::ensure(xtask::fixture::Size::Tiny, 1).expect("fixture");
+        let root = fixture_corpus::ensure(fixture_corpus::Size::Tiny, 1).expect("fixture");
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let p = |name: &str| dir.path().join(name);
         let audio = PrepareConfig {

@@ -102,7 +102,7 @@ fn full_disk_leaves_no_file(d: &Path, manifest: &Path, fbank: &Path) {
 #[test]
 fn baseline_sources_agree_with_numpy_and_verify_fixture_speakers() {
     let _serial = common::serial();
-    let root = xtask::fixture::ensure(xtask::fixture::Size::Tiny, 1).unwrap();
+    let root = fixture_corpus::ensure(fixture_corpus::Size::Tiny, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let s = |p: &Path| p.display().to_string();
@@ -148,7 +148,7 @@ fn baseline_sources_agree_with_numpy_and_verify_fixture_speakers() {
     full_disk_leaves_no_file(d, &small, &d.join("fbank.h5"));
     let checked = run_python(CHECK_PY, &[d.join("fbank.h5"), d.join("from_fbank.h5")]).unwrap();
     let (count, worst) = checked.trim().split_once(' ').unwrap();
-    let fixture = xtask::fixture::read_summary(&root).unwrap();
+    let fixture = fixture_corpus::read_summary(&root).unwrap();
     let per_speaker =
         fixture.utterances / (fixture.train_speakers.len() + fixture.test_speakers.len());
     assert_eq!(count, per_speaker.to_string());

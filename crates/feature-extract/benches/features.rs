@@ -188,7 +188,7 @@ fn prepare_throughput(root: &Path, files: &[PathBuf], dir: &Path) -> (f64, f64, 
 
 fn main() {
     let dir = tempfile::tempdir().expect("temporary folder");
-    let fixture = xtask::fixture::ensure(xtask::fixture::Size::Tiny, 1).expect("fixture corpus");
+    let fixture = fixture_corpus::ensure(fixture_corpus::Size::Tiny, 1).expect("fixture corpus");
     let ravdess = ravdess_root();
 
     // fbank: RAVDESS speech when present, else the fixture's utterances.

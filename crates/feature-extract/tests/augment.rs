@@ -240,7 +240,7 @@ fn an_rir_category_of_silent_responses_is_refused_when_opened() {
         let path = root.join(format!("{name}.wav"));
         let mut h = vec![0.0; 800];
         h[10] = value;
-        xtask::fixture::wav::write(&path, &[h], 16000).unwrap();
+        fixture_corpus::wav::write(&path, &[h], 16000).unwrap();
         files.push((path, group.to_owned()));
     }
     let manifest = common::write_manifest(dir.path(), &root, &files);

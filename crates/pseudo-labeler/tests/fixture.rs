@@ -141,12 +141,12 @@ fn cluster(dir: &Path, out: &str, extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn clusters_follow_speakers_on_the_fixture() {
-    let fixture = xtask::fixture::ensure(xtask::fixture::Size::Tiny, 1).unwrap();
+    let fixture = fixture_corpus::ensure(fixture_corpus::Size::Tiny, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let n = make_inputs(&fixture, dir.path());
     assert_eq!(
         n,
-        xtask::fixture::read_summary(&fixture).unwrap().utterances
+        fixture_corpus::read_summary(&fixture).unwrap().utterances
     );
 
     let report = cluster(dir.path(), "batched", &[]);

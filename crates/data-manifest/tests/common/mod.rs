@@ -8,7 +8,7 @@ use std::process::Output;
 
 /// The shared tiny fixture corpus.
 pub fn fixture() -> PathBuf {
-    xtask::fixture::ensure(xtask::fixture::Size::Tiny, 1).expect("fixture corpus")
+    fixture_corpus::ensure(fixture_corpus::Size::Tiny, 1).expect("fixture corpus")
 }
 
 /// The `n`-th WAV of the fixture's speech part (sorted), to copy into synthetic trees.

@@ -55,7 +55,7 @@ fn cache(manifest: &Path, out: &Path, vad: bool) {
 pub fn prepared() -> &'static Prepared {
     static PREPARED: OnceLock<Prepared> = OnceLock::new();
     PREPARED.get_or_init(|| {
-        let root = xtask::fixture::ensure(xtask::fixture::Size::Tiny, 1).expect("fixture");
+        let root = fixture_corpus::ensure(fixture_corpus::Size::Tiny, 1).expect("fixture");
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let p = |name: &str| dir.path().join(name);
         manifest(

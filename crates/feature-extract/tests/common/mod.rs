@@ -10,7 +10,7 @@ use feature_extract::fbank::{FbankOptions, WindowType};
 
 /// The tiny fixture corpus (generated on first use, shared by all crates' tests).
 pub fn fixture() -> PathBuf {
-    xtask::fixture::ensure(xtask::fixture::Size::Tiny, 1).expect("fixture corpus")
+    fixture_corpus::ensure(fixture_corpus::Size::Tiny, 1).expect("fixture corpus")
 }
 
 /// Sorted files with extension `ext` under `dir`.
