@@ -372,6 +372,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let mut m = UtteranceManifest::read(&manifest)?;
             let mut metadata = UtteranceManifest::read_metadata(&manifest)?;
+            let (before, present) = (m.utterances.len(), split_values(&m));
             let options = FilterOptions {
                 min_seconds,
                 max_seconds,
@@ -379,6 +380,13 @@ fn main() -> anyhow::Result<()> {
                 min_utterances_per_speaker: min_utts_per_speaker,
             };
             let summary = data_manifest::filter::filter(&mut m, &options);
+            if m.utterances.is_empty() {
+                bail!(
+                    "{}: the filter keeps none of its {before} utterances (its splits: {present}); \
+                     no manifest written",
+                    manifest.display()
+                );
+            }
             if !summary.label_filters.is_empty() {
                 tracing::warn!(
                     "filtering {} with speaker labels ({}): the output must not be used for \
@@ -430,15 +438,15 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Show { manifest, rows } => {
             let m = UtteranceManifest::read(&manifest)?;
-            println!(
+            let mut text = format!(
                 "{} utterances, corpus root {}",
                 m.utterances.len(),
                 m.corpus_root.display()
             );
             for u in m.utterances.iter().take(rows) {
-                println!("{u:?}");
+                text += &format!("\n{u:?}");
             }
-            Ok(())
+            Ok(stage_kit::stdout::print(&text)?)
         }
     }
 }
@@ -472,6 +480,13 @@ fn scan(layout: &Layout, args: &ScanArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `split` values of a manifest, for messages.
+fn split_values(m: &UtteranceManifest) -> String {
+    let splits: std::collections::BTreeSet<&str> =
+        m.utterances.iter().map(|u| u.split.as_str()).collect();
+    splits.into_iter().collect::<Vec<_>>().join(", ")
+}
+
 fn trials(
     list_path: &Path,
     manifest_path: &Path,
@@ -497,6 +512,9 @@ fn trials(
             list_path.display(),
             manifest_path.display()
         );
+    }
+    if list.trials.is_empty() {
+        bail!("{}: no trials; no list written", list_path.display());
     }
     list.write(out)?;
     let summary = TrialsSummary::new(list_path, &list, dropped, missing.len());

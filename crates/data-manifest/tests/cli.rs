@@ -276,6 +276,39 @@ fn emotion_trials_folds_shards_filters_and_stats() {
         "min_utterances_per_speaker=8"
     );
 
+    // A filter that keeps nothing (a misspelt split) fails and writes nothing.
+    let empty = d.join("empty.parquet");
+    let typo = cli(&[
+        "filter",
+        "--manifest",
+        s(&manifest),
+        "--out",
+        s(&empty),
+        "--split",
+        "tset",
+    ]);
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(!typo.status.success() && !empty.exists(), "{stderr}");
+    assert!(
+        stderr.contains("keeps none of its") && stderr.contains("(its splits: "),
+        "{stderr}"
+    );
+
+    // A reader that has closed the pipe (`show ... | head -1`) ends the output quietly.
+    let mut show = std::process::Command::new(env!("CARGO_BIN_EXE_data-manifest"))
+        .args(["show", s(&manifest)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(show.stdout.take());
+    let shown = show.wait_with_output().unwrap();
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+
     let stats = cli_ok(&[
         "stats",
         "--manifest",

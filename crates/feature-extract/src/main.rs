@@ -212,35 +212,35 @@ fn main() -> anyhow::Result<()> {
         Command::ShowCache { path } => {
             if let Ok(c) = AudioCache::open(&path) {
                 let samples: u64 = c.entries().iter().map(|e| e.length).sum();
-                println!(
+                stage_kit::stdout::print(&format!(
                     "audio cache: {} utterances, {:.2} h at {} Hz, {} rejects\nconfig: {}",
                     c.len(),
                     samples as f64 / f64::from(c.sample_rate()) / 3600.0,
                     c.sample_rate(),
                     c.rejects().len(),
                     c.config()
-                );
+                ))?;
             } else {
                 let c = FbankCache::open(&path)?;
                 let frames: u64 = c.entries().iter().map(|e| e.length).sum();
-                println!(
+                stage_kit::stdout::print(&format!(
                     "fbank cache: {} utterances, {frames} frames of {} ({:?}), {} rejects\nconfig: {}",
                     c.len(),
                     c.dim(),
                     c.dtype(),
                     c.rejects().len(),
                     c.config()
-                );
+                ))?;
             }
         }
         Command::ShowEmbeddings { path } => {
             let e = Embeddings::read(&path)?;
-            println!(
+            stage_kit::stdout::print(&format!(
                 "{} embeddings of dimension {} ({})",
                 e.utt_ids.len(),
                 e.dim(),
                 e.description
-            );
+            ))?;
         }
     }
     Ok(())

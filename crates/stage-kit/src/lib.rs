@@ -15,6 +15,7 @@ pub mod reference;
 pub mod rng;
 pub mod run_folder;
 pub mod shard;
+pub mod stdout;
 pub mod timings;
 
 pub use atomic::{FileError, write_atomically, write_bytes_atomically};
