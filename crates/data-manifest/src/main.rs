@@ -66,6 +66,10 @@ enum Command {
         /// Use only utterances of this split (repeatable; all when absent).
         #[arg(long = "split")]
         splits: Vec<String>,
+        /// Never draw a pair of this trial list (trials.parquet; repeatable), e.g. an
+        /// evaluation's when making a validation list from the same corpus.
+        #[arg(long = "exclude-trials")]
+        exclude_trials: Vec<PathBuf>,
         /// Also write the list as text (`label enroll test` lines), e.g. to ship it.
         #[arg(long)]
         text_out: Option<PathBuf>,
@@ -299,15 +303,21 @@ fn main() -> anyhow::Result<()> {
             seed,
             exclude_same_session,
             splits,
+            exclude_trials,
             text_out,
             summary_json,
         } => {
             let m = UtteranceManifest::read(&manifest)?;
+            let mut exclude = Vec::new();
+            for path in &exclude_trials {
+                exclude.extend(data_manifest::TrialList::read(path)?.trials);
+            }
             let options = MakeTrialsOptions {
                 per_speaker,
                 seed,
                 exclude_same_session,
                 splits,
+                exclude,
             };
             let (list, summary) = make_trials::make_trials(&m, &options)
                 .with_context(|| format!("making trials from {}", manifest.display()))?;
