@@ -233,3 +233,81 @@ fn the_voxceleb_dry_run_prints_the_papers_plan() {
         "{stdout}"
     );
 }
+
+/// Two training corpora joined, one of them read by the generic scanner with a regex from
+/// the pipeline file: the fixture's speech (training split) and its emotion part laid out as
+/// CREMA-D (`AudioWAV/<actor>_<sentence>_<emotion>_<level>.wav`). Pretraining sees the
+/// utterances of both, and writes its validation curve.
+#[test]
+fn a_pipeline_joins_two_training_corpora_and_passes_generic_scanner_options() {
+    let work = tempfile::tempdir().unwrap();
+    let pipeline = small_fixture_pipeline(work.path()).unwrap();
+    let fixture = xtask::fixture::ensure(xtask::fixture::Size::Tiny, 1).unwrap();
+    let mut file: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&pipeline).unwrap()).unwrap();
+    let generic: toml::Table = toml::from_str(&format!(
+        r#"
+        kind = "generic"
+        default = "{}"
+        regex = '^AudioWAV/(?P<utt>(?P<speaker>\d+)_(?P<session>[A-Z]+)_[A-Z]+_[A-Z]+)\.wav$'
+        "#,
+        fixture.join("emotion").display()
+    ))
+    .unwrap();
+    file["corpora"]
+        .as_table_mut()
+        .unwrap()
+        .insert("actors".into(), generic.into());
+    let speech = file.remove("train").unwrap();
+    let actors: toml::Table = toml::from_str("corpus = \"actors\"").unwrap();
+    file.insert(
+        "train".into(),
+        toml::Value::Array(vec![speech, actors.into()]),
+    );
+    std::fs::write(&pipeline, toml::to_string(&file).unwrap()).unwrap();
+
+    let run_dir = work.path().join("run");
+    let outcome = xtask::pipeline::run(&xtask::pipeline::Options {
+        name: pipeline.display().to_string(),
+        run_dir: Some(run_dir.clone()),
+        rounds: Some(0),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(outcome.ran.iter().any(|s| s == "eval-sv"), "{outcome:?}");
+    let json = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join(path)).unwrap()).unwrap()
+    };
+    let parts = json("scan/fixture-speech.summary.json")["utterances"]
+        .as_u64()
+        .unwrap()
+        - 120
+        + json("scan/actors.summary.json")["utterances"]
+            .as_u64()
+            .unwrap();
+    assert_eq!(
+        json("scan/actors.summary.json")["speakers"],
+        8,
+        "actors as speakers"
+    );
+    assert_eq!(
+        json("pretrain/report.json")["utterances"].as_u64(),
+        Some(parts)
+    );
+    // The validation curve: the last epoch is validated whatever the period.
+    let validation = &json("pretrain/report.json")["validation"];
+    assert_eq!(validation["last"]["epoch"], 2, "{validation}");
+    assert!(validation["last"]["eer"].as_f64().is_some(), "{validation}");
+    assert!(
+        run_dir
+            .join("pretrain")
+            .join(stage_kit::run_folder::CURVES_SVG)
+            .is_file()
+    );
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(
+        report.contains("Validation (during training") && report.contains("pretrain/curves.svg"),
+        "{report}"
+    );
+    assert!(report.contains("fixture-emotion+pooled"), "{report}");
+}

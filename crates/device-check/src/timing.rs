@@ -94,6 +94,7 @@ fn paths(audio: &Audio, out_dir: &Path) -> PretrainPaths {
         noise_cache: Some(audio.caches.noise.clone()),
         rir_cache: Some(audio.caches.rir.clone()),
         out_dir: out_dir.to_path_buf(),
+        validation: None,
     }
 }
 

@@ -272,6 +272,7 @@ fn rust_steps(config: &PretrainConfig, out_dir: &Path) -> Steps {
         noise_cache: Some(fixture.noise_cache.clone()),
         rir_cache: Some(fixture.rir_cache.clone()),
         out_dir: out_dir.to_path_buf(),
+        validation: None,
     };
     let log = out_dir.join(training::STEP_LOG);
     let marks = [WARMUP_STEPS, WARMUP_STEPS + TIMED_STEPS];

@@ -280,24 +280,7 @@ impl CheckpointDir {
 
     /// Existing checkpoints, oldest first.
     pub fn list(&self) -> Vec<(usize, PathBuf)> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let mut found: Vec<(usize, PathBuf)> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter_map(|p| {
-                let step = p
-                    .file_name()?
-                    .to_str()?
-                    .strip_prefix("step-")?
-                    .strip_suffix(".safetensors")?
-                    .parse()
-                    .ok()?;
-                Some((step, p))
-            })
-            .collect();
-        found.sort();
-        found
+        numbered_files(&self.dir, "step-")
     }
 
     pub fn latest(&self) -> Option<PathBuf> {
@@ -312,6 +295,71 @@ impl CheckpointDir {
         for (_, old) in all.iter().take(all.len().saturating_sub(self.keep.max(1))) {
             std::fs::remove_file(old).map_err(|e| stage_kit::FileError::new(old, e))?;
         }
+        Ok(path)
+    }
+}
+
+/// `<dir>/<prefix>NNNN.safetensors` files by their number, lowest first.
+fn numbered_files(dir: &Path, prefix: &str) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(usize, PathBuf)> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let number = p
+                .file_name()?
+                .to_str()?
+                .strip_prefix(prefix)?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()?;
+            Some((number, p))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The embedding network at the end of every epoch, `epochs/epoch-NNNN.safetensors`: only
+/// the tensors under the embedding prefix (DINO's teacher encoder, the fine-tuned encoder),
+/// which is what validation embeds with and what `select-model` picks or averages.
+#[derive(Debug, Clone)]
+pub struct EpochModels {
+    pub dir: PathBuf,
+}
+
+/// Folder of a training run's epoch models.
+pub const EPOCH_MODELS: &str = "epochs";
+
+impl EpochModels {
+    /// The epoch models of the run writing into `out_dir`.
+    pub fn of_run(out_dir: &Path) -> Self {
+        EpochModels {
+            dir: out_dir.join(EPOCH_MODELS),
+        }
+    }
+
+    pub fn path_for(&self, epoch: usize) -> PathBuf {
+        self.dir.join(format!("epoch-{epoch:04}.safetensors"))
+    }
+
+    /// Existing epoch models, oldest first.
+    pub fn list(&self) -> Vec<(usize, PathBuf)> {
+        numbered_files(&self.dir, "epoch-")
+    }
+
+    /// Saves the embedding network of a training state checkpointed as `meta`, `tensors`
+    /// (after `meta.epoch` epochs).
+    pub fn save(&self, meta: &CheckpointMeta, tensors: &[(String, Tensor)]) -> Result<PathBuf> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| stage_kit::FileError::new(&self.dir, e))?;
+        let path = self.path_for(meta.epoch);
+        let encoder: Vec<(String, Tensor)> = tensors
+            .iter()
+            .filter(|(name, _)| name.starts_with(&meta.embedding_prefix))
+            .map(|(name, t)| (name.clone(), t.shallow_clone()))
+            .collect();
+        save(&path, meta, &encoder)?;
         Ok(path)
     }
 }

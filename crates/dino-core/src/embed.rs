@@ -16,18 +16,32 @@ use feature_extract::Embeddings;
 use feature_extract::cache::AudioCache;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
-use stage_kit::{DeviceSpec, Shard};
-use tch::Kind;
-use tch::nn::ModuleT;
+use stage_kit::{CheckpointRule, DeviceSpec, Representation, Shard};
+use tch::{Kind, Tensor};
 
 use crate::apply::model_file::TrainedModel;
+use crate::encoder::Layers;
 use crate::error::{Error, Result};
 use crate::prefetch::Prefetcher;
+
+/// `representation` of a batch's layers, `[B, dim]`.
+pub fn layer(representation: Representation, layers: &Layers) -> Tensor {
+    match representation {
+        Representation::Embedding => layers.embedding.shallow_clone(),
+        Representation::Pooled => layers.pooled.shallow_clone(),
+        Representation::Concat => Tensor::cat(&[&layers.pooled, &layers.embedding], 1),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbedConfig {
     pub device: DeviceSpec,
+    /// The layer written: the embedding (default), the pooled statistics before it, or both.
+    pub representation: Representation,
+    /// Which model of the training run the pipeline embeds with (`dino-core select-model
+    /// --config` reads it; `embed` itself takes the model file it is given).
+    pub checkpoint: CheckpointRule,
     /// Average the embeddings of chunks of this length for longer utterances.
     pub chunk_seconds: Option<f64>,
     /// Largest share of an utterance left out so that it can share a batch.
@@ -43,6 +57,8 @@ impl Default for EmbedConfig {
     fn default() -> Self {
         EmbedConfig {
             device: DeviceSpec::Auto,
+            representation: Representation::Embedding,
+            checkpoint: CheckpointRule::Last,
             chunk_seconds: None,
             length_tolerance: 0.02,
             max_batch_seconds: 300.0,
@@ -215,7 +231,12 @@ pub fn run_shard(
             .map(|(_, batch)| batch.clone())
             .collect(),
     );
-    let dim = spec.encoder.embedding_dim() as usize;
+    // The width of the representation, from one second of silence.
+    let probe = vec![0f32; rate as usize];
+    let dim = tch::no_grad(|| {
+        let layers = encoder.layers(&features.forward(&probe, 1), false);
+        layer(config.representation, &layers).size()[1] as usize
+    });
     let mut sums = Array2::<f32>::zeros((utt_ids.len(), dim));
     let mut counts = vec![0usize; utt_ids.len()];
     let total_samples: usize = batches.iter().flatten().map(|s| s.len).sum();
@@ -248,10 +269,10 @@ pub fn run_shard(
             Error::loader(failed, owners)
         })??;
         let encode_started = Instant::now();
-        let embeddings =
-            tch::no_grad(|| encoder.forward_t(&features.forward(&audio, batch.len()), false))
-                .to_kind(Kind::Float)
-                .to_device(tch::Device::Cpu);
+        let layers = tch::no_grad(|| encoder.layers(&features.forward(&audio, batch.len()), false));
+        let embeddings = layer(config.representation, &layers)
+            .to_kind(Kind::Float)
+            .to_device(tch::Device::Cpu);
         let rows: Vec<f32> =
             Vec::try_from(embeddings.view([-1])).map_err(Error::torch("copying embeddings"))?;
         for (segment, row) in batch.iter().zip(rows.chunks(dim)) {
@@ -269,6 +290,7 @@ pub fn run_shard(
     let description = serde_json::json!({
         "checkpoint": checkpoint_path.display().to_string(),
         "encoder": spec.encoder,
+        "representation": config.representation.name(),
         "chunk_seconds": config.chunk_seconds,
     });
     // This shard's utterances (all of them unsharded), in manifest order.

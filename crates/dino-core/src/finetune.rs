@@ -28,6 +28,7 @@ use crate::monitor::StepRecord;
 use crate::optim::{LossScaler, OptimConfig, Optimizer, restore_training_state, training_state};
 use crate::schedule::Cosine;
 use crate::training::{self, Plan, REPORT, Task};
+use crate::validation::{ValidationConfig, ValidationSet, ValidationSummary};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -53,6 +54,8 @@ pub struct FinetuneConfig {
     pub prefetch: usize,
     pub checkpoint_every: usize,
     pub keep_checkpoints: usize,
+    /// Validation of the epoch models (`[finetune.validation]`), with a validation set given.
+    pub validation: Option<ValidationConfig>,
 }
 
 impl FinetuneConfig {
@@ -79,7 +82,13 @@ impl FinetuneConfig {
             .check()
             .map_err(|m| Error::Config(format!("[finetune.aam] {m}")))?;
         let crops = self.crops();
-        training::check_common("finetune", sizes, &crops, &self.optim, &self.augment)
+        training::check_common(
+            "finetune",
+            sizes,
+            &crops,
+            (&self.optim, &self.augment),
+            self.validation.as_ref(),
+        )
     }
 }
 
@@ -106,6 +115,7 @@ impl Default for FinetuneConfig {
             prefetch: 8,
             checkpoint_every: 1000,
             keep_checkpoints: 3,
+            validation: None,
         }
     }
 }
@@ -120,6 +130,8 @@ pub struct FinetunePaths {
     pub noise_cache: Option<PathBuf>,
     pub rir_cache: Option<PathBuf>,
     pub out_dir: PathBuf,
+    /// The validation set, for `validation`.
+    pub validation: Option<ValidationSet>,
 }
 
 /// Headline numbers (`report.json`).
@@ -133,6 +145,8 @@ pub struct FinetuneReport {
     pub final_accuracy: f64,
     pub mean_data_wait_share: f64,
     pub wall_seconds: f64,
+    /// The best and the last validation, when the run validated.
+    pub validation: Option<ValidationSummary>,
 }
 
 /// Fine-tunes; with `resume` continues from the newest checkpoint of `out_dir/checkpoints`.
@@ -182,6 +196,11 @@ pub fn run(
     (plan.workers, plan.prefetch, plan.checkpoint_every) =
         (config.workers, config.prefetch, config.checkpoint_every);
     plan.distribute(group.clone(), config.accumulation_steps)?;
+    plan.with_epoch_models(
+        &paths.out_dir,
+        (config.validation.as_ref(), paths.validation.as_ref()),
+        (config.device, config.workers),
+    )?;
     let config_json =
         // The initial model by its content, not its path: a moved run folder resumes, a
         // retrained initial model is another run.
@@ -224,10 +243,15 @@ pub fn run(
         final_accuracy: outcome.last.accuracy,
         mean_data_wait_share: outcome.mean_data_wait_share,
         wall_seconds: started.elapsed().as_secs_f64(),
+        validation: None,
     };
     if !group.is_main() {
         return Ok(Some(report));
     }
+    let report = FinetuneReport {
+        validation: ValidationSummary::of_run(&paths.out_dir)?,
+        ..report
+    };
     let json = serde_json::to_string_pretty(&report)?;
     stage_kit::write_bytes_atomically(&paths.out_dir.join(REPORT), json.as_bytes())?;
     Ok(Some(report))

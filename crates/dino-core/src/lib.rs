@@ -18,8 +18,10 @@ pub mod model;
 
 /// Gradient accumulation over micro-batches.
 pub mod accumulation;
-/// Checkpoint files: a training state with its configuration and position.
+/// Checkpoint files: a training state with its configuration and position; epoch models.
 pub mod checkpoint;
+/// The training curves (loss, collapse monitor, validation) as a figure.
+pub mod curves;
 /// Data parallelism over c10d: parameter broadcast, bucketed gradient all-reduce.
 pub mod distributed;
 /// Supervised fine-tuning on pseudo-labels.
@@ -34,6 +36,8 @@ pub mod pretrain;
 pub mod schedule;
 /// The loop pretraining and fine-tuning share: epochs, batches, checkpoints, resume.
 pub mod training;
+/// Validation of the epoch models during training (EER/minDCF or micro-F1).
+pub mod validation;
 
 // The data a step consumes.
 
@@ -51,6 +55,8 @@ pub mod prefetch;
 pub mod apply;
 /// Embedding extraction of a manifest into `embeddings.h5`.
 pub mod embed;
+/// Which model of a run goes downstream: last, best-validation or an average of epochs.
+pub mod model_selection;
 
 /// Error type of the library.
 pub mod error;

@@ -9,8 +9,10 @@ use dino_core::apply::cli::ApplyCommand;
 use dino_core::embed::{self, EmbedConfig};
 use dino_core::encoder::{Encoder, EncoderConfig, parameter_count};
 use dino_core::finetune::{self, FinetuneConfig, FinetunePaths};
+use dino_core::model_selection::{self, Rule};
 use dino_core::pretrain::{self, PretrainConfig, PretrainPaths, StopAt};
 use dino_core::runtime::RuntimeReport;
+use dino_core::validation::ValidationSet;
 use stage_kit::DeviceSpec;
 
 #[derive(Parser)]
@@ -57,6 +59,34 @@ struct TrainingArgs {
     stop_after: Option<usize>,
     #[command(flatten)]
     parallel: ParallelArgs,
+    #[command(flatten)]
+    validation: ValidationArgs,
+}
+
+/// The validation set of `[validation]` (see `dino_core::validation`).
+#[derive(Args)]
+struct ValidationArgs {
+    /// Manifest of the validation utterances (with emotion labels and folds when there is
+    /// no trial list).
+    #[arg(long, requires = "validation_cache")]
+    validation_manifest: Option<PathBuf>,
+    /// Audio cache holding the validation utterances.
+    #[arg(long, requires = "validation_manifest")]
+    validation_cache: Option<PathBuf>,
+    /// Trial list (`trials.parquet`) scored with EER and minDCF; without one, micro-F1 on
+    /// the manifest's emotion folds.
+    #[arg(long, requires = "validation_manifest")]
+    validation_trials: Option<PathBuf>,
+}
+
+impl ValidationArgs {
+    fn set(self) -> Option<ValidationSet> {
+        Some(ValidationSet {
+            manifest: self.validation_manifest?,
+            audio_cache: self.validation_cache?,
+            trials: self.validation_trials,
+        })
+    }
 }
 
 /// How many processes share the work (never part of a stage's identity).
@@ -132,6 +162,9 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long)]
         device: Option<DeviceSpec>,
+        /// Override the configuration's representation (the layer written).
+        #[arg(long)]
+        representation: Option<stage_kit::Representation>,
         /// Write the headline numbers here.
         #[arg(long)]
         summary_json: Option<PathBuf>,
@@ -144,6 +177,24 @@ enum Command {
         /// part, for `merge-embeddings`).
         #[arg(long, value_name = "N")]
         nproc_per_node: Option<usize>,
+    },
+    /// Writes the model of a training run that a rule picks: `last`, `best-validation` (the
+    /// epoch model that validated best) or `average:N` (the mean of the last N epoch models).
+    SelectModel {
+        /// The training run's output folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// The rule; without one, the `checkpoint` of the embedding configuration.
+        #[arg(long)]
+        rule: Option<Rule>,
+        /// Embedding configuration (TOML) whose `checkpoint` names the rule.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Write what was selected (rule, source files, validation) here.
+        #[arg(long)]
+        summary_json: Option<PathBuf>,
     },
     /// Joins the embeddings files of `embed --shard i/N` into one, in manifest order.
     MergeEmbeddings {
@@ -197,6 +248,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 noise_cache: run.noise_cache,
                 rir_cache: run.rir_cache,
                 out_dir: run.out_dir,
+                validation: run.validation.set(),
             };
             let stop = StopAt {
                 step: run.stop_after,
@@ -230,6 +282,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 noise_cache: run.noise_cache,
                 rir_cache: run.rir_cache,
                 out_dir: run.out_dir,
+                validation: run.validation.set(),
             };
             match finetune::run(&config, &paths, run.resume, run.stop_after)? {
                 Some(report) => tracing::info!(
@@ -252,6 +305,7 @@ fn main() -> anyhow::Result<ExitCode> {
             out,
             config,
             device,
+            representation,
             summary_json,
             shard,
             nproc_per_node,
@@ -270,6 +324,7 @@ fn main() -> anyhow::Result<ExitCode> {
             };
             let mut config: EmbedConfig = stage_kit::config::read_or_default(config.as_deref())?;
             config.device = device.unwrap_or(config.device);
+            config.representation = representation.unwrap_or(config.representation);
             if shard.count > 1 {
                 // A rank's GPU is cuda:LOCAL_RANK under `auto` and `cuda`.
                 config.device = match dino_core::distributed::device(config.device)? {
@@ -291,6 +346,22 @@ fn main() -> anyhow::Result<ExitCode> {
                 stage_kit::write_bytes_atomically(
                     &path,
                     serde_json::to_string_pretty(&report)?.as_bytes(),
+                )?;
+            }
+        }
+        Command::SelectModel {
+            run,
+            rule,
+            config,
+            out,
+            summary_json,
+        } => {
+            let config: EmbedConfig = stage_kit::config::read_or_default(config.as_deref())?;
+            let selected = model_selection::select(&run, rule.unwrap_or(config.checkpoint), &out)?;
+            if let Some(path) = summary_json {
+                stage_kit::write_bytes_atomically(
+                    &path,
+                    serde_json::to_string_pretty(&selected)?.as_bytes(),
                 )?;
             }
         }
@@ -320,6 +391,7 @@ impl Command {
             | Command::Embed { .. }
             | Command::CheckConfig { .. }
             | Command::Apply(_)
+            | Command::SelectModel { .. }
             | Command::MergeEmbeddings { .. } => None,
         }
     }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::loss::TeacherStats;
+use crate::validation::Validation;
 
 /// One step of DINO pretraining or fine-tuning.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -34,6 +35,9 @@ pub struct StepRecord {
     pub data_wait_share: f64,
     /// Whether the step was skipped because fp16 gradients overflowed.
     pub skipped: bool,
+    /// The validation of the model after this step, on the last step of a validated epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Validation>,
 }
 
 /// Collapse of the teacher, if its statistics show one.
@@ -150,6 +154,23 @@ impl CollapseWatch {
 pub struct StepLog {
     path: PathBuf,
     file: File,
+}
+
+/// Every record of the step log at `path`; a line that is not one is an error naming it.
+pub fn read_log(path: &Path) -> Result<Vec<StepRecord>> {
+    let text = std::fs::read_to_string(path).map_err(|e| stage_kit::FileError::new(path, e))?;
+    text.lines()
+        .enumerate()
+        .map(|(n, line)| {
+            serde_json::from_str(line).map_err(|e| {
+                Error::Input(format!(
+                    "{} line {}: not a step record: {e}",
+                    path.display(),
+                    n + 1
+                ))
+            })
+        })
+        .collect()
 }
 
 impl StepLog {

@@ -33,6 +33,7 @@ use crate::monitor::{CollapseWatch, MonitorConfig, StepRecord};
 use crate::optim::{LossScaler, OptimConfig, Optimizer, restore_training_state, training_state};
 use crate::schedule::{Cosine, teacher_temperature};
 use crate::training::{self, Plan, REPORT, Task};
+use crate::validation::{ValidationConfig, ValidationSet, ValidationSummary};
 use process_group::ProcessGroup;
 
 /// Everything that defines a pretraining run; defaults are the authors' recipe (DESIGN.md §4).
@@ -69,6 +70,8 @@ pub struct PretrainConfig {
     /// Steps between checkpoints (and one at each epoch end).
     pub checkpoint_every: usize,
     pub keep_checkpoints: usize,
+    /// Validation of the epoch models (`[pretrain.validation]`), with a validation set given.
+    pub validation: Option<ValidationConfig>,
     /// The collapse monitor: warn only (default), or stop the run.
     pub monitor: MonitorConfig,
 }
@@ -95,6 +98,7 @@ impl Default for PretrainConfig {
             prefetch: 8,
             checkpoint_every: 1000,
             keep_checkpoints: 3,
+            validation: None,
             monitor: MonitorConfig::default(),
         }
     }
@@ -104,7 +108,13 @@ impl PretrainConfig {
     /// Refuses values that cannot train, naming the key (`[pretrain.optim] lr = -1: ...`).
     pub fn check(&self) -> Result<()> {
         let sizes = (self.epochs, self.batch_size);
-        training::check_common("pretrain", sizes, &self.crops, &self.optim, &self.augment)?;
+        training::check_common(
+            "pretrain",
+            sizes,
+            &self.crops,
+            (&self.optim, &self.augment),
+            self.validation.as_ref(),
+        )?;
         self.monitor
             .check()
             .map_err(|m| Error::Config(format!("[pretrain.monitor] {m}")))?;
@@ -134,6 +144,8 @@ pub struct PretrainPaths {
     pub noise_cache: Option<PathBuf>,
     pub rir_cache: Option<PathBuf>,
     pub out_dir: PathBuf,
+    /// The validation set, for `validation`.
+    pub validation: Option<ValidationSet>,
 }
 
 /// Headline numbers of a finished run (`report.json`).
@@ -151,6 +163,8 @@ pub struct PretrainReport {
     pub wall_seconds: f64,
     pub device: String,
     pub model: String,
+    /// The best and the last validation, when the run validated.
+    pub validation: Option<ValidationSummary>,
 }
 
 /// Where the run stops: all steps, or (for tests and time-boxed runs) earlier.
@@ -203,6 +217,11 @@ pub fn run(
     (plan.workers, plan.prefetch, plan.checkpoint_every) =
         (config.workers, config.prefetch, config.checkpoint_every);
     plan.distribute(group.clone(), config.accumulation_steps)?;
+    plan.with_epoch_models(
+        &paths.out_dir,
+        (config.validation.as_ref(), paths.validation.as_ref()),
+        (config.device, config.workers),
+    )?;
     let config_json = serde_json::to_value(config)?;
     let mut task = DinoTask::new(
         config,
@@ -236,10 +255,15 @@ pub fn run(
         wall_seconds: started.elapsed().as_secs_f64(),
         device: format!("{device:?}"),
         model: serde_json::to_string(&config.model.encoder).unwrap_or_default(),
+        validation: None,
     };
     if !group.is_main() {
         return Ok(Some(report));
     }
+    let report = PretrainReport {
+        validation: ValidationSummary::of_run(&paths.out_dir)?,
+        ..report
+    };
     let json = serde_json::to_string_pretty(&report)?;
     stage_kit::write_bytes_atomically(&paths.out_dir.join(REPORT), json.as_bytes())?;
     Ok(Some(report))
@@ -513,6 +537,7 @@ mod tests {
             wall_seconds: 0.1,
             device: "cpu".into(),
             model: "tiny".into(),
+            validation: None,
         };
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json[metrics::STEPS], 3);

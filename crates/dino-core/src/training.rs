@@ -20,13 +20,14 @@ use process_group::ProcessGroup;
 use rand::seq::SliceRandom;
 use tch::Tensor;
 
-use crate::checkpoint::{self, CheckpointDir, CheckpointMeta};
+use crate::checkpoint::{self, CheckpointDir, CheckpointMeta, EpochModels};
 use crate::crops::{CropBatch, CropConfig, CropSampler, open_augmenter};
 use crate::distributed::{Replicated, mean_over_ranks};
 use crate::error::{Error, Result};
 use crate::features::FeaturePipeline;
 use crate::monitor::{StepLog, StepRecord};
 use crate::prefetch::{JobPanicked, Prefetcher};
+use crate::validation::{Validation, ValidationConfig, ValidationSet, Validator};
 
 /// One kind of training, step by step.
 pub trait Task {
@@ -49,24 +50,25 @@ pub trait Task {
 
 /// The checks both trainings share, on the keys of section `section` (`pretrain` or
 /// `finetune`): epochs and batch size of at least 1, crops that can be cut, optimiser and
-/// augmentation options that can train. The error names the section and the key.
+/// augmentation options that can train, a validation period of at least one epoch. The
+/// error names the section and the key.
 pub fn check_common(
     section: &str,
     (epochs, batch_size): (usize, usize),
     crops: &CropConfig,
-    optim: &crate::optim::OptimConfig,
-    augment: &AugmentConfig,
+    (optim, augment): (&crate::optim::OptimConfig, &AugmentConfig),
+    validation: Option<&ValidationConfig>,
 ) -> Result<()> {
     let at = |sub: &str, message: String| Error::Config(format!("[{section}{sub}] {message}"));
-    if epochs == 0 {
-        return Err(at("", "epochs = 0: must be at least 1".into()));
-    }
-    if batch_size == 0 {
-        return Err(at("", "batch_size = 0: must be at least 1".into()));
-    }
+    let sizes = [("epochs", epochs as i64), ("batch_size", batch_size as i64)];
+    stage_kit::config::at_least_one(&sizes).map_err(|m| at("", m))?;
     crops.check().map_err(|m| at("", m))?;
     optim.check().map_err(|m| at(".optim", m))?;
-    augment.check().map_err(|m| at(".augment", m))
+    augment.check().map_err(|m| at(".augment", m))?;
+    match validation {
+        Some(v) => v.check().map_err(|m| at(".validation", m)),
+        None => Ok(()),
+    }
 }
 
 /// Refuses a loss that is no longer a finite number: the run has diverged at `step`.
@@ -98,6 +100,11 @@ pub struct Plan {
     pub group: Arc<ProcessGroup>,
     /// Micro-batches per step on each rank (gradient accumulation).
     pub accumulation: usize,
+    /// Where the embedding network of every finished epoch is kept (none in tests that do
+    /// not need them).
+    pub epoch_models: Option<EpochModels>,
+    /// Validation of the epoch models, when the run validates.
+    pub validator: Option<Arc<Validator>>,
 }
 
 impl Plan {
@@ -136,6 +143,8 @@ impl Plan {
             label,
             group: Arc::new(ProcessGroup::single()),
             accumulation: 1,
+            epoch_models: None,
+            validator: None,
         })
     }
 
@@ -152,6 +161,21 @@ impl Plan {
         }
         self.group = group;
         self.accumulation = accumulation;
+        Ok(())
+    }
+
+    /// Keeps the embedding network of every epoch in `out_dir` and, with a validation
+    /// `config` and `set`, validates it every `config.every_epochs` (see [`Validator::new`]
+    /// for the combinations refused).
+    pub fn with_epoch_models(
+        &mut self,
+        out_dir: &Path,
+        (config, set): (Option<&ValidationConfig>, Option<&ValidationSet>),
+        (device, workers): (stage_kit::DeviceSpec, usize),
+    ) -> Result<()> {
+        self.epoch_models = Some(EpochModels::of_run(out_dir));
+        let validator = Validator::new(config, set, (out_dir, self.epochs), (device, workers))?;
+        self.validator = validator.map(Arc::new);
         Ok(())
     }
 
@@ -272,9 +296,15 @@ pub fn run(
             wait_sum += record.data_wait_share;
             done += 1;
             outcome.step += 1;
+            if plan.is_main() && outcome.step.is_multiple_of(plan.steps_per_epoch) {
+                record.validation = end_of_epoch(plan, task, outcome.step)?;
+            }
             if let Some(log) = log.as_deref_mut() {
                 log.append(&record)
                     .map_err(|e| stage_kit::FileError::new(log.path(), e))?;
+                if record.validation.is_some() {
+                    crate::curves::draw(log.path())?;
+                }
             }
             outcome.last = record;
             if let Some(p) = &mut progress {
@@ -294,6 +324,24 @@ pub fn run(
     }
     outcome.mean_data_wait_share = wait_sum / done.max(1) as f64;
     Ok(outcome)
+}
+
+/// At the end of an epoch (`step` steps done): keeps the epoch's embedding network and,
+/// when one is due, validates it (before the epoch's checkpoint, so that a run interrupted
+/// in between redoes the validation when it resumes).
+fn end_of_epoch(plan: &Plan, task: &impl Task, step: usize) -> Result<Option<Validation>> {
+    let Some(models) = &plan.epoch_models else {
+        return Ok(None);
+    };
+    let epochs_done = step / plan.steps_per_epoch;
+    let (meta, tensors) = task.checkpoint(epochs_done, step);
+    let model = models.save(&meta, &tensors)?;
+    match &plan.validator {
+        Some(validator) if validator.due(epochs_done) => {
+            Ok(Some(validator.validate(&model, epochs_done)?))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Cache indices of `utt_ids`; utterances the cache lacks (rejected by `prepare`) are
@@ -441,6 +489,7 @@ pub fn resume_and_run(
     if plan.is_main() {
         let (meta, tensors) = task.checkpoint(plan.epochs, outcome.step);
         checkpoint::save(&out_dir.join(FINAL_MODEL), &meta, &tensors)?;
+        crate::curves::draw(&out_dir.join(STEP_LOG))?;
     }
     Ok(Some(outcome))
 }

@@ -40,6 +40,7 @@ fn paths(out: &Path) -> PretrainPaths {
         noise_cache: None,
         rir_cache: None,
         out_dir: out.to_path_buf(),
+        validation: None,
     }
 }
 

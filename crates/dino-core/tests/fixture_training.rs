@@ -8,12 +8,16 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use dino_core::checkpoint;
+use dino_core::curves;
 use dino_core::embed::{self, EmbedConfig};
 use dino_core::encoder::EncoderConfig;
 use dino_core::head::HeadConfig;
+use dino_core::model_selection::{self, Rule};
 use dino_core::pretrain::{self, PretrainConfig, PretrainPaths, StopAt};
 use dino_core::training;
+use dino_core::validation::{self, ValidationConfig, ValidationSet};
 use downstream_eval::sv::{self, SvConfig, SvInputs};
+use stage_kit::Representation;
 use tch::Tensor;
 
 fn paths(out: &Path) -> PretrainPaths {
@@ -24,6 +28,7 @@ fn paths(out: &Path) -> PretrainPaths {
         noise_cache: Some(p.noise_cache.clone()),
         rir_cache: Some(p.rir_cache.clone()),
         out_dir: out.to_path_buf(),
+        validation: None,
     }
 }
 
@@ -79,7 +84,12 @@ fn a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     let tiny = |seed| {
         let mut c = tiny(seed);
         c.features.fbank.dither = 1.0;
+        c.validation = Some(ValidationConfig { every_epochs: 1 });
         c
+    };
+    let paths = |out: &Path| PretrainPaths {
+        validation: Some(validation_set()),
+        ..paths(out)
     };
     let dir = tempfile::tempdir().unwrap();
     let (whole, resumed, other) = (
@@ -119,6 +129,10 @@ fn a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     assert!(differing.is_empty(), "{differing:?} differ after resuming");
     assert!(a.keys().any(|k| k.starts_with("optim.")) && a.contains_key("loss.center"));
     assert_eq!(losses(&whole), losses(&resumed));
+    // The validation of epoch 2 was redone after the resume, that of epoch 1 kept.
+    let validated = |out: &Path| validation::validations(out).unwrap();
+    assert_eq!(validated(&whole).len(), 2);
+    assert_eq!(validated(&whole), validated(&resumed));
 
     pretrain::run(&tiny(8), &paths(&other), false, StopAt::default())
         .unwrap()
@@ -198,11 +212,14 @@ fn augmentation_on_the_device_trains_as_on_the_cpu() {
     );
 }
 
-/// The fixture pipeline's pretraining configuration.
+/// The fixture pipeline's pretraining configuration, without its validation (which names a
+/// `[[validation]]` set of the pipeline, resolved by the runner).
 fn pipeline_config() -> PretrainConfig {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/fixture.toml");
     let pipeline: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    pipeline["pretrain"].clone().try_into().unwrap()
+    let mut section = pipeline["pretrain"].as_table().unwrap().clone();
+    section.remove("validation");
+    section.try_into().unwrap()
 }
 
 fn eer(checkpoint: &Path, out: &Path) -> f64 {
@@ -226,6 +243,19 @@ fn eer(checkpoint: &Path, out: &Path) -> f64 {
         .eer
 }
 
+/// The validation set of the tests: the held-out speakers' trial list.
+fn validation_set() -> ValidationSet {
+    let p = common::prepared();
+    ValidationSet {
+        manifest: p.test.clone(),
+        audio_cache: p.test_cache.clone(),
+        trials: Some(p.trials.clone()),
+    }
+}
+
+/// Validated every 4 epochs, the run's last validation is the EER that embedding and
+/// scoring its final model afterwards give; the curves are drawn; `select-model` writes
+/// the best epoch's model and the average of the last two.
 #[test]
 fn a_few_minutes_of_dino_on_two_cores_beat_random_initialisation() {
     let dir = tempfile::tempdir().unwrap();
@@ -233,7 +263,12 @@ fn a_few_minutes_of_dino_on_two_cores_beat_random_initialisation() {
     config.epochs = 16;
     let (untrained, trained) = (dir.path().join("untrained"), dir.path().join("trained"));
     pretrain::run(&config, &paths(&untrained), false, StopAt { step: Some(0) }).unwrap();
-    let report = pretrain::run(&config, &paths(&trained), false, StopAt::default())
+    config.validation = Some(ValidationConfig { every_epochs: 4 });
+    let validated = PretrainPaths {
+        validation: Some(validation_set()),
+        ..paths(&trained)
+    };
+    let report = pretrain::run(&config, &validated, false, StopAt::default())
         .unwrap()
         .unwrap();
     let before = eer(
@@ -252,6 +287,121 @@ fn a_few_minutes_of_dino_on_two_cores_beat_random_initialisation() {
         after < before - 0.05,
         "EER {after:.4} after training, {before:.4} untrained"
     );
+
+    let curve = validation::validations(&trained).unwrap();
+    let epochs: Vec<usize> = curve.iter().map(|v| v.epoch).collect();
+    eprintln!(
+        "validation EER by epoch: {:?}",
+        curve
+            .iter()
+            .map(|v| (v.epoch, v.eer.unwrap()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(epochs, [4, 8, 12, 16]);
+    assert_eq!(
+        curve[3].eer,
+        Some(after),
+        "the last validation is the final model's EER"
+    );
+    assert!(
+        curve[3].min_dcf.contains_key("min_dcf_0.01"),
+        "{:?}",
+        curve[3]
+    );
+    let summary = report.validation.unwrap();
+    assert_eq!((summary.validations, summary.last.epoch), (4, 16));
+    for file in [curves::CURVES_SVG, curves::CURVES_PNG] {
+        assert!(trained.join(file).is_file(), "{file}");
+    }
+    assert_eq!(checkpoint::EpochModels::of_run(&trained).list().len(), 16);
+
+    let best = dir.path().join("best.safetensors");
+    let selected = model_selection::select(&trained, Rule::BestValidation, &best).unwrap();
+    let chosen = selected.validation.unwrap();
+    assert_eq!(chosen.eer, summary.best.eer);
+    let best_dir = dir.path().join("best");
+    assert_eq!(
+        Some(eer(&best, &best_dir)),
+        chosen.eer,
+        "the selected model scores as validated"
+    );
+    let averaged = dir.path().join("average.safetensors");
+    model_selection::select(&trained, Rule::Average(2), &averaged).unwrap();
+    let average_eer = eer(&averaged, &dir.path().join("average"));
+    eprintln!(
+        "average of the last 2 epoch models: EER {:.2} %",
+        100.0 * average_eer
+    );
+    assert!(average_eer < before - 0.05, "averaged EER {average_eer}");
+}
+
+/// The three representations of one model: the pooled statistics (2 x 96 for tiny-ecapa),
+/// the embedding (64), and both side by side.
+#[test]
+fn representations_are_the_pooled_statistics_the_embedding_and_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    pretrain::run(&tiny(3), &paths(&out), false, StopAt { step: Some(0) }).unwrap();
+    let model = out.join("checkpoints/step-00000000.safetensors");
+    let p = common::prepared();
+    let rows = |representation| {
+        let file = dir.path().join(format!("{representation:?}.h5"));
+        let config = EmbedConfig {
+            device: stage_kit::DeviceSpec::Cpu,
+            representation,
+            ..Default::default()
+        };
+        embed::run(&model, &p.test, &p.test_cache, &file, &config).unwrap();
+        feature_extract::Embeddings::read(&file).unwrap().vectors
+    };
+    let (embedding, pooled, concat) = (
+        rows(Representation::Embedding),
+        rows(Representation::Pooled),
+        rows(Representation::Concat),
+    );
+    assert_eq!(
+        (embedding.ncols(), pooled.ncols(), concat.ncols()),
+        (64, 192, 256)
+    );
+    assert_eq!(concat.slice(ndarray::s![.., ..192]), pooled);
+    assert_eq!(concat.slice(ndarray::s![.., 192..]), embedding);
+
+    // A validation set without trials is scored on its labels and folds with emotion::run
+    // (here two arbitrary classes, and folds of whole speakers).
+    let mut labelled = data_manifest::UtteranceManifest::read(&p.test).unwrap();
+    let mut speakers: Vec<String> = labelled
+        .utterances
+        .iter()
+        .filter_map(|u| u.speaker.clone())
+        .collect();
+    speakers.sort();
+    speakers.dedup();
+    for (i, u) in labelled.utterances.iter_mut().enumerate() {
+        let s = speakers
+            .iter()
+            .position(|s| Some(s) == u.speaker.as_ref())
+            .unwrap();
+        (u.emotion, u.fold) = (Some(format!("c{}", i % 2)), Some(format!("f{}", s % 2)));
+    }
+    let manifest = dir.path().join("labelled.parquet");
+    labelled.write(&manifest).unwrap();
+    let set = ValidationSet {
+        manifest,
+        audio_cache: p.test_cache.clone(),
+        trials: None,
+    };
+    let validator = validation::Validator::new(
+        Some(&ValidationConfig { every_epochs: 1 }),
+        Some(&set),
+        (&out, 1),
+        (stage_kit::DeviceSpec::Cpu, 1),
+    )
+    .unwrap()
+    .unwrap();
+    let scored = validator.validate(&model, 1).unwrap();
+    let f1 = scored.micro_f1.unwrap();
+    assert!(scored.eer.is_none() && f1 > 0.0 && f1 <= 1.0, "{scored:?}");
+    assert!(out.join("validation/epoch-0001/report.json").is_file());
 }
 
 /// Runs `dino-core pretrain` on the fixture with `config` as `nproc` local ranks (the

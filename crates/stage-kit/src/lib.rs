@@ -7,6 +7,7 @@ pub mod config;
 pub mod cpu_time;
 pub mod device;
 pub mod digest;
+pub mod downstream;
 pub mod how_it_runs;
 pub mod logging;
 pub mod metrics;
@@ -20,4 +21,5 @@ pub mod timings;
 
 pub use atomic::{FileError, write_atomically, write_bytes_atomically};
 pub use device::DeviceSpec;
+pub use downstream::{CheckpointRule, Representation};
 pub use shard::Shard;

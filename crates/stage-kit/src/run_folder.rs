@@ -13,6 +13,9 @@ pub const PSEUDO_LABELS: &str = "pseudo_labels.parquet";
 pub const CLUSTER_REPORT: &str = "cluster_report.json";
 /// One score per trial, written by speaker verification.
 pub const SCORES: &str = "scores.txt";
+/// A training run's curves (loss, collapse monitor, validation), beside its step log.
+pub const CURVES_SVG: &str = "curves.svg";
+pub const CURVES_PNG: &str = "curves.png";
 
 /// The manifest of a data reference (`key`: corpus, part and split joined).
 pub fn manifest(key: &str) -> String {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use stage_kit::DeviceSpec;
+use stage_kit::{CheckpointRule, DeviceSpec, Representation};
 
 use crate::fixture;
 
@@ -24,6 +24,10 @@ pub struct PipelineFile {
     /// Emotion-recognition evaluations.
     #[serde(default)]
     pub emotion: Vec<EmotionSet>,
+    /// Validation sets of the training stages (`[pretrain.validation] set = NAME`), never
+    /// an evaluation's data.
+    #[serde(default)]
+    pub validation: Vec<ValidationSpec>,
     /// Noise and impulse-response sets for augmentation.
     pub augment: Option<AugmentSets>,
     /// Stage sections, handed to the stage binaries.
@@ -186,6 +190,8 @@ pub struct SvSet {
     pub trials: Option<String>,
     /// Trial list that ships with the project, relative to `data-manifests/`.
     pub shipped_trials: Option<String>,
+    /// A made list's most target trials per speaker (as many non-target trials again).
+    pub per_speaker: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,6 +204,51 @@ pub struct EmotionSet {
     /// speaker-disjoint folds.
     pub folds: toml::Value,
 }
+
+/// A validation set: speaker verification on a trial list (as an `[[sv]]` set gives one),
+/// or with `folds` emotion recognition (as an `[[emotion]]` set), scored by EER and minDCF or
+/// by micro-F1 during training.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSpec {
+    pub name: String,
+    #[serde(flatten)]
+    pub data: DataRef,
+    pub trials: Option<String>,
+    pub shipped_trials: Option<String>,
+    pub per_speaker: Option<usize>,
+    /// Emotion folds (`"fold"`, `"split"` or a number), for an emotion validation.
+    pub folds: Option<toml::Value>,
+}
+
+impl ValidationSpec {
+    /// The trial list of a speaker-verification validation.
+    pub fn as_sv(&self) -> Option<SvSet> {
+        self.folds.is_none().then(|| SvSet {
+            name: self.name.clone(),
+            data: self.data.clone(),
+            trials: self.trials.clone(),
+            shipped_trials: self.shipped_trials.clone(),
+            per_speaker: self.per_speaker,
+        })
+    }
+
+    /// The folds of an emotion validation.
+    pub fn as_emotion(&self) -> Option<EmotionSet> {
+        self.folds.as_ref().map(|folds| EmotionSet {
+            name: self.name.clone(),
+            data: self.data.clone(),
+            folds: folds.clone(),
+        })
+    }
+}
+
+/// The training sections that may validate, and the key of their validation table.
+pub const VALIDATED_SECTIONS: [&str; 2] = ["pretrain", "finetune"];
+
+/// The key of a training section's validation table naming a `[[validation]]` set; the
+/// runner takes it out and passes the set's files instead.
+pub const VALIDATION_SET_KEY: &str = "set";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,11 +327,90 @@ impl PipelineFile {
                 );
             }
         }
+        self.check_validation()?;
         for data in self.data_refs() {
             if !self.corpora.contains_key(&data.corpus) {
                 bail!(
                     "corpus {:?} is used but not declared under [corpora]",
                     data.corpus
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The `[[validation]]` set a training section's `[<section>.validation] set` names.
+    pub fn validation_of(&self, section: &str) -> anyhow::Result<Option<&ValidationSpec>> {
+        let table = match section {
+            "pretrain" => &self.pretrain,
+            "finetune" => &self.finetune,
+            other => bail!("[{other}] does not train"),
+        };
+        let Some(validation) = table.get("validation") else {
+            return Ok(None);
+        };
+        let name = validation
+            .get(VALIDATION_SET_KEY)
+            .and_then(toml::Value::as_str)
+            .with_context(|| {
+                format!("[{section}.validation] {VALIDATION_SET_KEY}: name a [[validation]] set")
+            })?;
+        let spec = self.validation.iter().find(|v| v.name == name);
+        spec.map(Some).with_context(|| {
+            format!("[{section}.validation] {VALIDATION_SET_KEY} = {name:?}: no [[validation]] set has that name")
+        })
+    }
+
+    /// `[embed] checkpoint`: which model of each training stage embeds.
+    pub fn embed_checkpoint(&self) -> anyhow::Result<CheckpointRule> {
+        self.embed_choice("checkpoint")
+    }
+
+    /// `[embed] representation`: which layer the embed stages write.
+    pub fn embed_representation(&self) -> anyhow::Result<Representation> {
+        self.embed_choice("representation")
+    }
+
+    fn embed_choice<T: std::str::FromStr<Err = String> + Default>(
+        &self,
+        key: &str,
+    ) -> anyhow::Result<T> {
+        match self.embed.get(key) {
+            None => Ok(T::default()),
+            Some(toml::Value::String(s)) => s.parse().map_err(|e| anyhow::anyhow!("[embed] {e}")),
+            Some(other) => bail!("[embed] {key} = {other}: expected a string"),
+        }
+    }
+
+    /// Validation sets: names unique among the trial lists, one kind each, named sets exist;
+    /// `[embed] checkpoint = "best-validation"` needs every training stage to validate.
+    fn check_validation(&self) -> anyhow::Result<()> {
+        let mut names: Vec<&str> = self.sv.iter().map(|s| s.name.as_str()).collect();
+        for v in &self.validation {
+            if names.contains(&v.name.as_str()) {
+                bail!(
+                    "[[validation]] {}: the name is taken by another set",
+                    v.name
+                );
+            }
+            names.push(&v.name);
+            let trial_options =
+                v.trials.is_some() || v.shipped_trials.is_some() || v.per_speaker.is_some();
+            if v.folds.is_some() && trial_options {
+                bail!(
+                    "[[validation]] {}: folds (emotion) or trial-list options (speaker                      verification), not both",
+                    v.name
+                );
+            }
+        }
+        self.embed_representation()?;
+        let best = self.embed_checkpoint()? == CheckpointRule::BestValidation;
+        for section in VALIDATED_SECTIONS {
+            let validated = self.validation_of(section)?.is_some();
+            let trains = section == "pretrain" || self.pipeline.rounds > 0;
+            if best && trains && !validated {
+                bail!(
+                    "[embed] checkpoint = \"best-validation\" needs [{section}.validation]                      (set and every_epochs)"
                 );
             }
         }
@@ -313,6 +443,7 @@ impl PipelineFile {
         let mut refs: Vec<&DataRef> = self.train.parts().iter().collect();
         refs.extend(self.sv.iter().map(|s| &s.data));
         refs.extend(self.emotion.iter().map(|e| &e.data));
+        refs.extend(self.validation.iter().map(|v| &v.data));
         if let Some(a) = &self.augment {
             refs.extend([&a.musan, &a.rirs]);
         }
@@ -323,6 +454,7 @@ impl PipelineFile {
     pub fn without_absent(mut self, present: &BTreeSet<String>) -> Self {
         self.emotion.retain(|e| present.contains(&e.data.corpus));
         self.sv.retain(|s| present.contains(&s.data.corpus));
+        self.validation.retain(|v| present.contains(&v.data.corpus));
         self
     }
 }

@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
-use stage_kit::run_folder;
+use stage_kit::{CheckpointRule, Representation, run_folder};
 
-use super::config::{DataRef, PipelineFile, ResolvedCorpus};
+use super::config::{
+    DataRef, EmotionSet, PipelineFile, ResolvedCorpus, SvSet, VALIDATION_SET_KEY, ValidationSpec,
+};
 
 /// One stage of the graph.
 #[derive(Debug, Clone)]
@@ -116,7 +118,7 @@ pub fn build(
         run_dir,
         bin_dir,
     };
-    let mut stages = vec![p.scan()?, p.prepare(), p.baseline(), p.pretrain()];
+    let mut stages = vec![p.scan()?, p.prepare(), p.baseline(), p.pretrain()?];
     let mut model = (
         "pretrain".to_owned(),
         run_dir.join("pretrain").join(run_folder::MODEL),
@@ -134,7 +136,7 @@ pub fn build(
                 format!("embed-r{}", round - 1)
             };
             stages.push(p.cluster(round, &previous_embed));
-            stages.push(p.finetune(round, &model));
+            stages.push(p.finetune(round, &model)?);
             model = (
                 format!("finetune{suffix}"),
                 run_dir
@@ -142,12 +144,18 @@ pub fn build(
                     .join(run_folder::MODEL),
             );
         }
-        stages.push(p.embed(&suffix, &model));
+        let rule = file.embed_checkpoint()?;
+        if rule != CheckpointRule::Last {
+            let (stage, selected) = p.select(&suffix, &model.0, rule);
+            model = (stage.name.clone(), selected);
+            stages.push(stage);
+        }
+        stages.push(p.embed(&suffix, &model)?);
         // PLDA rows need pseudo-labels: those of the round's own clustering.
         let labels = (round > 0).then(|| format!("cluster-r{round}"));
         stages.push(p.eval_sv(&suffix, labels.as_deref()));
         if !file.emotion.is_empty() {
-            stages.push(p.eval_emotion(&suffix));
+            stages.push(p.eval_emotion(&suffix)?);
         }
     }
     Ok(stages)
@@ -333,47 +341,26 @@ impl Planner<'_> {
             stage.outputs.push(out);
         }
         for set in &self.file.sv {
-            let out = dir.join(run_folder::trials(&set.name));
-            let summary = dir.join(format!("{}.trials.summary.json", set.name));
-            let list = match (&set.trials, &set.shipped_trials) {
-                (Some(_), Some(_)) => {
-                    bail!(
-                        "[[sv]] {}: give trials or shipped_trials, not both",
-                        set.name
-                    )
-                }
-                (Some(list), None) => Some(absolute_in(&self.corpora[&set.data.corpus].root, list)),
-                (None, Some(list)) => Some(crate::workspace::root().join(SHIPPED).join(list)),
-                (None, None) => None,
-            };
-            let cmd = match list {
-                Some(list) => {
-                    if !list.exists() {
-                        bail!(
-                            "trial list {} of {} does not exist",
-                            list.display(),
-                            set.name
-                        );
-                    }
-                    stage.external.push(list.clone());
-                    self.bin("data-manifest")
-                        .arg("trials")
-                        .path("--list", &list)
-                }
-                None => self
-                    .bin("data-manifest")
-                    .arg("make-trials")
-                    .arg("--seed")
-                    .arg(self.seed()),
-            };
-            let cmd = cmd
-                .path("--manifest", &self.manifest(&set.data))
-                .path("--out", &out)
-                .path("--summary-json", &summary);
-            stage.commands.push(cmd.0);
-            stage.outputs.push(out);
+            self.trials_command(&mut stage, set, &[])?;
         }
-        for set in &self.file.emotion {
+        // A validation list made from an evaluated corpus leaves out the evaluation's pairs.
+        for set in self
+            .file
+            .validation
+            .iter()
+            .filter_map(ValidationSpec::as_sv)
+        {
+            let evaluations = self
+                .file
+                .sv
+                .iter()
+                .filter(|s| s.data.corpus == set.data.corpus);
+            let exclude: Vec<PathBuf> = evaluations
+                .map(|s| dir.join(run_folder::trials(&s.name)))
+                .collect();
+            self.trials_command(&mut stage, &set, &exclude)?;
+        }
+        for set in self.fold_sets() {
             if let toml::Value::Integer(folds) = set.folds {
                 let out = self.emotion_manifest(&set.name, &set.data, &set.folds);
                 let cmd = self
@@ -403,6 +390,84 @@ impl Planner<'_> {
         Ok(stage)
     }
 
+    /// The emotion sets whose folds the scan may make: the evaluations' and the validations'.
+    fn fold_sets(&self) -> Vec<EmotionSet> {
+        let validations = self
+            .file
+            .validation
+            .iter()
+            .filter_map(ValidationSpec::as_emotion);
+        self.file
+            .emotion
+            .iter()
+            .cloned()
+            .chain(validations)
+            .collect()
+    }
+
+    /// Adds the command writing `scan/<set>.trials.parquet`: from the set's own or a shipped
+    /// list, else made from the manifest's speakers without the pairs of the `exclude` lists.
+    fn trials_command(
+        &self,
+        stage: &mut Stage,
+        set: &SvSet,
+        exclude: &[PathBuf],
+    ) -> anyhow::Result<()> {
+        let dir = self.dir("scan");
+        let out = dir.join(run_folder::trials(&set.name));
+        let summary = dir.join(format!("{}.trials.summary.json", set.name));
+        let list = match (&set.trials, &set.shipped_trials) {
+            (Some(_), Some(_)) => {
+                bail!("{}: give trials or shipped_trials, not both", set.name)
+            }
+            (Some(list), None) => Some(absolute_in(&self.corpora[&set.data.corpus].root, list)),
+            (None, Some(list)) => Some(crate::workspace::root().join(SHIPPED).join(list)),
+            (None, None) => None,
+        };
+        let cmd = match list {
+            Some(list) => {
+                if !list.exists() {
+                    bail!(
+                        "trial list {} of {} does not exist",
+                        list.display(),
+                        set.name
+                    );
+                }
+                if set.per_speaker.is_some() {
+                    bail!(
+                        "{}: per_speaker is for made trial lists, not given ones",
+                        set.name
+                    );
+                }
+                stage.external.push(list.clone());
+                self.bin("data-manifest")
+                    .arg("trials")
+                    .path("--list", &list)
+            }
+            None => {
+                let mut cmd = self
+                    .bin("data-manifest")
+                    .arg("make-trials")
+                    .arg("--seed")
+                    .arg(self.seed());
+                if let Some(n) = set.per_speaker {
+                    cmd = cmd.arg("--per-speaker").arg(n.to_string());
+                }
+                for list in exclude {
+                    cmd = cmd.path("--exclude-trials", list);
+                }
+                cmd
+            }
+        };
+        let cmd = cmd
+            .path("--manifest", &self.manifest(&set.data))
+            .path("--out", &out)
+            .path("--summary-json", &summary);
+        stage.commands.push(cmd.0);
+        stage.outputs.push(out);
+        Ok(())
+    }
+
     fn prepare(&self) -> Stage {
         let mut stage = Stage::new("prepare", &["scan"]);
         let dir = self.dir("prepare");
@@ -411,7 +476,8 @@ impl Planner<'_> {
         let config = dir.join("config.toml");
         // A joined training set is prepared part by part, then its caches are concatenated.
         let mut speech = self.file.train.parts().to_vec();
-        for data in self.speech_sets().into_iter().skip(1) {
+        let validation = self.file.validation.iter().map(|v| v.data.clone());
+        for data in self.speech_sets().into_iter().skip(1).chain(validation) {
             if !speech.contains(&data) {
                 speech.push(data);
             }
@@ -558,7 +624,7 @@ impl Planner<'_> {
         cmd
     }
 
-    fn pretrain(&self) -> Stage {
+    fn pretrain(&self) -> anyhow::Result<Stage> {
         self.training_stage(
             "pretrain",
             "pretrain",
@@ -578,17 +644,38 @@ impl Planner<'_> {
         upstream: &[&str],
         config: &toml::Table,
         inputs: impl FnOnce(Cmd) -> Cmd,
-    ) -> Stage {
+    ) -> anyhow::Result<Stage> {
         let mut stage = Stage::new(name, upstream);
         let dir = self.dir(name);
-        stage.config = Some(self.with_seed_and_device(config));
+        let mut config = self.with_seed_and_device(config);
+        // The validation set is the runner's to resolve: the section names it, the command
+        // gets its files.
+        if let Some(toml::Value::Table(validation)) = config.get_mut("validation") {
+            validation.remove(VALIDATION_SET_KEY);
+        }
+        stage.config = Some(config);
         stage.config_of = Some((subcommand, subcommand));
         let cmd = self
             .bin("dino-core")
             .path("--log-json", &dir.join("log.jsonl"))
             .arg(subcommand)
             .path("--config", &dir.join("config.toml"));
-        let cmd = inputs(cmd).path("--audio-cache", &self.cache(&self.train()));
+        let mut cmd = inputs(cmd).path("--audio-cache", &self.cache(&self.train()));
+        if let Some(set) = self.file.validation_of(subcommand)? {
+            let manifest = match &set.folds {
+                Some(folds) => self.emotion_manifest(&set.name, &set.data, folds),
+                None => self.manifest(&set.data),
+            };
+            cmd = cmd
+                .path("--validation-manifest", &manifest)
+                .path("--validation-cache", &self.cache(&set.data));
+            if set.folds.is_none() {
+                let trials = self.dir("scan").join(run_folder::trials(&set.name));
+                cmd = cmd.path("--validation-trials", &trials);
+            }
+            stage.outputs.push(dir.join(run_folder::CURVES_SVG));
+            stage.nested_metrics = vec!["validation.best", "validation.last"];
+        }
         let cmd = self
             .augmentation_args(cmd)
             .path("--out-dir", &dir)
@@ -601,29 +688,58 @@ impl Planner<'_> {
         stage
             .metrics
             .push((subcommand.to_owned(), dir.join(run_folder::REPORT)));
-        stage
+        Ok(stage)
     }
 
-    fn embed(&self, suffix: &str, model: &(String, PathBuf)) -> Stage {
+    /// Embeds every speech set with `model` (a training stage's last model, or a select
+    /// stage's choice) in the configured representation, the emotion sets also in the other representations, and bundles the
+    /// self-contained model file.
+    fn embed(&self, suffix: &str, model: &(String, PathBuf)) -> anyhow::Result<Stage> {
         let name = format!("embed{suffix}");
         let mut stage = Stage::new(&name, &["scan", "prepare", &model.0]);
         let dir = self.dir(&name);
+        let config = dir.join("config.toml");
         stage.config = Some(self.with_device(&self.file.embed));
         stage.config_of = Some(("embed", "embed"));
+        let checkpoint = &model.1;
+        let representation = self.file.embed_representation()?;
+        let emotion_data: Vec<&DataRef> = self.file.emotion.iter().map(|e| &e.data).collect();
         for data in self.speech_sets() {
             let key = Self::key(&data);
-            let out = dir.join(run_folder::h5(&key));
-            let cmd = self
-                .bin("dino-core")
-                .arg("embed")
-                .path("--checkpoint", &model.1)
-                .path("--manifest", &self.manifest(&data))
-                .path("--audio-cache", &self.cache(&data))
-                .path("--out", &out)
-                .path("--config", &dir.join("config.toml"))
-                .path("--summary-json", &dir.join(format!("{key}.summary.json")));
-            stage.commands.push(cmd.0);
-            stage.outputs.push(out);
+            let mut outputs = vec![(None, dir.join(run_folder::h5(&key)))];
+            // The other layers too, for the emotion evaluation to compare; the training
+            // set's embedding layer for the model file's mean.
+            for other in Representation::ALL
+                .into_iter()
+                .filter(|&r| r != representation)
+            {
+                let wanted = emotion_data.contains(&&data)
+                    || (data == self.train() && other == Representation::Embedding);
+                if wanted {
+                    outputs.push((Some(other), Self::representation_file(&dir, &key, other)));
+                }
+            }
+            for (other, out) in outputs {
+                let mut cmd = self
+                    .bin("dino-core")
+                    .arg("embed")
+                    .path("--checkpoint", checkpoint)
+                    .path("--manifest", &self.manifest(&data))
+                    .path("--audio-cache", &self.cache(&data))
+                    .path("--out", &out)
+                    .path("--config", &config);
+                let summary = match other {
+                    Some(r) => {
+                        cmd = cmd.arg("--representation").arg(r.name());
+                        format!("{key}.{r}.summary.json")
+                    }
+                    None => format!("{key}.summary.json"),
+                };
+                stage
+                    .commands
+                    .push(cmd.path("--summary-json", &dir.join(summary)).0);
+                stage.outputs.push(out);
+            }
         }
         // The self-contained model file: the encoder with the training audio's decoding/VAD
         // options and the mean of the training set's embeddings just written.
@@ -633,21 +749,49 @@ impl Planner<'_> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let train_key = Self::key(&self.train());
+        let mean = match representation {
+            Representation::Embedding => dir.join(run_folder::h5(&train_key)),
+            _ => Self::representation_file(&dir, &train_key, Representation::Embedding),
+        };
         let cmd = self
             .bin("dino-core")
             .arg("bundle")
-            .path("--checkpoint", &model.1)
+            .path("--checkpoint", checkpoint)
             .path("--audio-cache", &self.cache(&self.train()))
-            .path(
-                "--mean-embeddings",
-                &dir.join(run_folder::h5(&Self::key(&self.train()))),
-            )
+            .path("--mean-embeddings", &mean)
             .arg("--pipeline")
             .arg(pipeline)
             .path("--out", &model_file);
         stage.commands.push(cmd.0);
         stage.outputs.push(model_file);
-        stage
+        Ok(stage)
+    }
+
+    /// `select{suffix}`: the model of the training stage `trained` that `rule` picks (the
+    /// best-validated epoch, or an average of the last epochs).
+    fn select(&self, suffix: &str, trained: &str, rule: CheckpointRule) -> (Stage, PathBuf) {
+        let name = format!("select{suffix}");
+        let mut stage = Stage::new(&name, &[trained]);
+        let dir = self.dir(&name);
+        let selected = dir.join(run_folder::MODEL);
+        let cmd = self
+            .bin("dino-core")
+            .arg("select-model")
+            .path("--run", &self.dir(trained))
+            .arg("--rule")
+            .arg(rule.to_string())
+            .path("--out", &selected)
+            .path("--summary-json", &dir.join(SELECTION));
+        stage.commands.push(cmd.0);
+        stage.outputs.push(selected.clone());
+        (stage, selected)
+    }
+
+    /// `<key>.<representation>.h5`: a set's embeddings in a representation other than the
+    /// configured one.
+    fn representation_file(dir: &Path, key: &str, representation: Representation) -> PathBuf {
+        dir.join(run_folder::h5(&format!("{key}.{representation}")))
     }
 
     /// Scores every trial list with cosine, and with AS-norm against the training set's
@@ -720,31 +864,46 @@ impl Planner<'_> {
         stage
     }
 
-    fn eval_emotion(&self, suffix: &str) -> Stage {
+    /// Emotion recognition on each emotion set's embeddings: the configured representation
+    /// (metrics `emotion/<set>`) and the other two (`emotion/<set>+pooled`, ...).
+    fn eval_emotion(&self, suffix: &str) -> anyhow::Result<Stage> {
         let name = format!("eval-emotion{suffix}");
         let embed = format!("embed{suffix}");
         let mut stage = Stage::new(&name, &["scan", &embed]);
         let dir = self.dir(&name);
         stage.config = Some(self.with_device(&self.file.eval_emotion));
         stage.config_of = Some(("eval_emotion", "emotion"));
+        let configured = self.file.embed_representation()?;
         for set in &self.file.emotion {
-            let out = dir.join(&set.name);
-            let embeddings = self.dir(&embed).join(run_folder::h5(&Self::key(&set.data)));
-            stage.commands.push(self.emotion_command(
-                &set.name,
-                &set.data,
-                &set.folds,
-                &embeddings,
-                &out,
-                Some(&dir.join("config.toml")),
-            ));
-            stage.outputs.push(out.join(run_folder::REPORT));
-            stage.metrics.push((
-                format!("emotion/{}", set.name),
-                out.join(run_folder::REPORT),
-            ));
+            let key = Self::key(&set.data);
+            for representation in Representation::ALL {
+                let (label, embeddings) = if representation == configured {
+                    (
+                        set.name.clone(),
+                        self.dir(&embed).join(run_folder::h5(&key)),
+                    )
+                } else {
+                    (
+                        format!("{}+{representation}", set.name),
+                        Self::representation_file(&self.dir(&embed), &key, representation),
+                    )
+                };
+                let out = dir.join(&label);
+                stage.commands.push(self.emotion_command(
+                    &set.name,
+                    &set.data,
+                    &set.folds,
+                    &embeddings,
+                    &out,
+                    Some(&dir.join("config.toml")),
+                ));
+                stage.outputs.push(out.join(run_folder::REPORT));
+                stage
+                    .metrics
+                    .push((format!("emotion/{label}"), out.join(run_folder::REPORT)));
+            }
         }
-        stage
+        Ok(stage)
     }
 
     fn cluster(&self, round: usize, previous_embed: &str) -> Stage {
@@ -775,7 +934,7 @@ impl Planner<'_> {
         stage
     }
 
-    fn finetune(&self, round: usize, model: &(String, PathBuf)) -> Stage {
+    fn finetune(&self, round: usize, model: &(String, PathBuf)) -> anyhow::Result<Stage> {
         let cluster = format!("cluster-r{round}");
         let labels = self.dir(&cluster).join(run_folder::PSEUDO_LABELS);
         self.training_stage(
@@ -791,7 +950,6 @@ impl Planner<'_> {
     }
 }
 
-/// pseudo-labeler takes `auto`, `cpu` or `cuda` (no ordinal).
 /// The parts of `cluster_report.json` the report shows per round: cluster counts through the
 /// recipe, the share kept, and agreement with the true speakers (and of k-means with the
 /// recording sessions) where the manifest has them.
@@ -804,6 +962,9 @@ const CLUSTER_METRICS: [&str; 7] = [
     "diagnostics.kept",
     "diagnostics.kmeans_sessions",
 ];
+
+/// What a select stage chose (`dino-core select-model --summary-json`).
+const SELECTION: &str = "selection.json";
 
 /// Folder of the manifests and trial lists that ship with the project.
 const SHIPPED: &str = "data-manifests";
@@ -913,6 +1074,138 @@ mod tests {
         let pretrain = ranks.iter().find(|s| s.name == "pretrain").unwrap();
         let command = &pretrain.runnable_commands()[0];
         assert_eq!(command[command.len() - 2..], ["--nproc-per-node", "2"]);
+    }
+
+    /// A validated pipeline: the runner resolves `[pretrain.validation] set` into the files
+    /// of a made list that leaves out the evaluation's pairs, `best-validation` adds a select
+    /// stage that fine-tuning and embedding take their model from, and the emotion set is
+    /// embedded and evaluated in every representation.
+    #[test]
+    fn validation_sets_selection_and_representations() {
+        let text = r#"
+            [pipeline]
+            description = "validated"
+            seed = 1
+            rounds = 1
+            [corpora.a]
+            kind = "fixture"
+            [train]
+            corpus = "a"
+            part = "speech"
+            split = "train"
+            [[sv]]
+            name = "t"
+            corpus = "a"
+            part = "speech"
+            split = "test"
+            [[validation]]
+            name = "dev"
+            corpus = "a"
+            part = "speech"
+            split = "test"
+            per_speaker = 3
+            [[emotion]]
+            name = "e"
+            corpus = "a"
+            part = "emotion"
+            folds = 2
+            [pretrain.validation]
+            set = "dev"
+            every_epochs = 2
+            [finetune.validation]
+            set = "dev"
+            [embed]
+            checkpoint = "best-validation"
+            representation = "pooled"
+        "#;
+        let file: PipelineFile = toml::from_str(text).unwrap();
+        file.check_references().unwrap();
+        let corpora = BTreeMap::from([(
+            "a".to_owned(),
+            ResolvedCorpus {
+                root: PathBuf::from("/corpora/a"),
+                source: "test".to_owned(),
+            },
+        )]);
+        let stages = build(&file, &corpora, 1, Path::new("/run"), Path::new("/bin")).unwrap();
+        let stage = |name: &str| stages.iter().find(|s| s.name == name).unwrap();
+        let commands = |name: &str| -> Vec<String> {
+            stage(name)
+                .commands
+                .iter()
+                .map(|c| c[1..].join(" "))
+                .collect()
+        };
+        let scan = commands("scan");
+        assert!(
+            scan.iter().any(|c| c.starts_with("make-trials --seed 1 --per-speaker 3 --exclude-trials /run/scan/t.trials.parquet --manifest /run/scan/a-speech-test.parquet --out /run/scan/dev.trials.parquet")),
+            "{scan:#?}"
+        );
+        let pretrain = stage("pretrain");
+        let validation = pretrain.config.as_ref().unwrap()["validation"]
+            .as_table()
+            .unwrap();
+        assert_eq!(validation.keys().collect::<Vec<_>>(), ["every_epochs"]);
+        assert!(
+            commands("pretrain")[0].contains("--validation-manifest /run/scan/a-speech-test.parquet --validation-cache /run/prepare/a-speech-test.h5 --validation-trials /run/scan/dev.trials.parquet"),
+            "{:#?}",
+            commands("pretrain")
+        );
+        assert_eq!(
+            commands("select"),
+            [
+                "select-model --run /run/pretrain --rule best-validation --out /run/select/model.safetensors --summary-json /run/select/selection.json"
+            ]
+        );
+        assert!(commands("finetune-r1")[0].contains("--init /run/select/model.safetensors"));
+        assert!(commands("select-r1")[0].starts_with("select-model --run /run/finetune-r1"));
+        let embed = commands("embed-r1");
+        assert!(
+            embed.iter().all(|c| !c.starts_with("embed")
+                || c.contains("--checkpoint /run/select-r1/model.safetensors")),
+            "{embed:#?}"
+        );
+        for out in [
+            "a-emotion.h5",
+            "a-emotion.embedding.h5",
+            "a-emotion.concat.h5",
+            "a-speech-train.embedding.h5",
+        ] {
+            assert!(
+                embed
+                    .iter()
+                    .any(|c| c.contains(&format!("--out /run/embed-r1/{out}"))),
+                "{out}: {embed:#?}"
+            );
+        }
+        assert!(
+            embed
+                .last()
+                .unwrap()
+                .contains("--mean-embeddings /run/embed-r1/a-speech-train.embedding.h5"),
+            "{embed:#?}"
+        );
+        let labels: Vec<&str> = stage("eval-emotion")
+            .metrics
+            .iter()
+            .map(|(l, _)| l.as_str())
+            .collect();
+        assert_eq!(
+            labels,
+            ["emotion/e+embedding", "emotion/e", "emotion/e+concat"]
+        );
+
+        let unvalidated = text.replace("[finetune.validation]\n            set = \"dev\"", "");
+        let file: PipelineFile = toml::from_str(&unvalidated).unwrap();
+        let err = file.check_references().unwrap_err().to_string();
+        assert!(err.contains("needs [finetune.validation]"), "{err}");
+        let unknown = text.replace(
+            "set = \"dev\"\n            every_epochs",
+            "set = \"deev\"\n            every_epochs",
+        );
+        let file: PipelineFile = toml::from_str(&unknown).unwrap();
+        let err = file.check_references().unwrap_err().to_string();
+        assert!(err.contains("no [[validation]] set has that name"), "{err}");
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct Report {
     pub pretraining: serde_json::Map<String, Value>,
     /// Cluster report numbers per round.
     pub clustering: Vec<Value>,
+    /// The training stages that drew their curves (`<stage>/curves.svg`).
+    #[serde(default)]
+    pub curves: Vec<String>,
     pub paper: std::collections::BTreeMap<String, f64>,
     pub stages: Vec<StageTime>,
 }
@@ -117,6 +120,11 @@ pub fn write(
         systems,
         pretraining,
         clustering,
+        curves: stages
+            .iter()
+            .filter(|s| run_dir.join(&s.name).join(run_folder::CURVES_SVG).is_file())
+            .map(|s| s.name.clone())
+            .collect(),
         paper: file.pipeline.paper.clone(),
         stages: stages
             .iter()
@@ -209,7 +217,7 @@ fn markdown(report: &Report) -> String {
         .into_iter()
         .collect();
     if !emotion_sets.is_empty() {
-        md.push_str("## Emotion recognition (frozen embeddings)\n\n");
+        md.push_str("## Emotion recognition (frozen embeddings)\n\n`SET`: the embeddings `[embed] representation` names; `SET+pooled`: the pooled statistics the embedding layer reads; `SET+concat`: both side by side; `SET+embedding`: the embedding layer, when another representation is configured.\n\n");
         md.push_str("| system | corpus | micro-F1 % | macro-F1 % | UAR % | paper micro-F1 % |\n|---|---|---|---|---|---|\n");
         for (i, system) in report.systems.iter().enumerate() {
             for set in &emotion_sets {
@@ -246,6 +254,24 @@ fn markdown(report: &Report) -> String {
             number(get(metrics::FINAL_TEACHER_ENTROPY)),
             integer(get(metrics::COLLAPSE_WARNINGS)),
         );
+        if get("validation.best.epoch").is_some() {
+            let eer = |which: &str| percent(get(&format!("validation.{which}.{}", metrics::EER)));
+            let _ = writeln!(
+                md,
+                "Validation (during training, on a set disjoint from the evaluation trials): best EER {} % after epoch {}, last EER {} % after epoch {}.\n",
+                eer("best"),
+                integer(get("validation.best.epoch")),
+                eer("last"),
+                integer(get("validation.last.epoch")),
+            );
+        }
+        if report.curves.iter().any(|c| c == "pretrain") {
+            let _ = writeln!(
+                md,
+                "![pretraining curves: loss, collapse monitor, validation](pretrain/{})\n",
+                run_folder::CURVES_SVG
+            );
+        }
     }
     if !report.clustering.is_empty() {
         md.push_str("## Pseudo-labelling rounds\n\nAgreement with the true speakers and sessions is a diagnostic only (the labels are not used). k-means clusters closer to the sessions than to the speakers split speakers by recording condition, which merging has to undo.\n\n");

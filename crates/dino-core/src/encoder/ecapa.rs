@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, ModuleT};
 use tch::{Kind, Tensor};
 
+use super::Layers;
 use super::layers::{Conv1dBlock, batch_norm1d};
 use super::pooling::{AttentiveStatsPooling, pooled_norm};
 
@@ -203,6 +204,13 @@ impl Ecapa {
 
 impl ModuleT for Ecapa {
     fn forward_t(&self, feats: &Tensor, train: bool) -> Tensor {
+        self.layers(feats, train).embedding
+    }
+}
+
+impl Ecapa {
+    /// The (normalised) attentive statistics and the embedding computed from them.
+    pub fn layers(&self, feats: &Tensor, train: bool) -> Layers {
         let mut x = self.stem.forward_t(&feats.transpose(1, 2), train);
         let mut outputs = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
@@ -213,7 +221,9 @@ impl ModuleT for Ecapa {
         let pooled = self
             .pooling_bn
             .forward_t(&self.pooling.forward_t(&aggregated, train), train);
-        self.embedding_bn
-            .forward_t(&self.embedding.forward(&pooled), train)
+        let embedding = self
+            .embedding_bn
+            .forward_t(&self.embedding.forward(&pooled), train);
+        Layers { pooled, embedding }
     }
 }

@@ -120,6 +120,25 @@ impl Encoder {
     }
 }
 
+/// What an encoder computes for a batch: the pooled statistics over time and the embedding
+/// layer's output on them.
+pub struct Layers {
+    /// `[B, P]`: the input of the embedding layer.
+    pub pooled: Tensor,
+    /// `[B, D]`: the utterance embedding.
+    pub embedding: Tensor,
+}
+
+impl Encoder {
+    /// The pooled statistics and the embedding of `feats`.
+    pub fn layers(&self, feats: &Tensor, train: bool) -> Layers {
+        match self {
+            Encoder::ResNet(m) => m.layers(feats, train),
+            Encoder::Ecapa(m) => m.layers(feats, train),
+        }
+    }
+}
+
 impl ModuleT for Encoder {
     fn forward_t(&self, feats: &Tensor, train: bool) -> Tensor {
         match self {

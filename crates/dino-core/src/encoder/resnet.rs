@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 use tch::nn::{self, Module, ModuleT};
 
+use super::Layers;
 use super::layers::{batch_norm1d, batch_norm2d};
 use super::pooling::mean_std;
 
@@ -159,6 +160,13 @@ impl ResNet {
 
 impl ModuleT for ResNet {
     fn forward_t(&self, feats: &Tensor, train: bool) -> Tensor {
+        self.layers(feats, train).embedding
+    }
+}
+
+impl ResNet {
+    /// The pooled statistics and the embedding computed from them.
+    pub fn layers(&self, feats: &Tensor, train: bool) -> Layers {
         let x = feats.transpose(1, 2).unsqueeze(1);
         let mut x = self.stem_bn.forward_t(&self.stem.forward(&x), train).relu();
         for block in &self.blocks {
@@ -168,9 +176,10 @@ impl ModuleT for ResNet {
         // trace stays length-generic.
         let pooled = mean_std(&x.flatten(1, 2));
         let embedding = self.embedding.forward(&pooled);
-        match &self.embedding_bn {
+        let embedding = match &self.embedding_bn {
             Some(bn) => bn.forward_t(&embedding, train),
             None => embedding,
-        }
+        };
+        Layers { pooled, embedding }
     }
 }
