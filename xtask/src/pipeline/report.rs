@@ -297,10 +297,94 @@ fn markdown(report: &Report) -> String {
             );
         }
         md.push('\n');
+        md.push_str(&round_effects(report));
     }
     md.push_str("## Stages\n\n| stage | wall time (s) |\n|---|---|\n");
     for s in &report.stages {
         let _ = writeln!(md, "| {} | {:.1} |", s.stage, s.wall_seconds);
+    }
+    md
+}
+
+/// What each round did to the EER of the system before it (DINO for round 1), list by list
+/// and scoring by scoring, whether it helped by cosine scoring (the method's own scoring),
+/// and the cluster numbers that say why: agreement of the k-means clusters with speakers and
+/// with recording sessions, and the speaker purity of the clusters kept for fine-tuning.
+fn round_effects(report: &Report) -> String {
+    let eer = |system: &System, key: &str| {
+        system
+            .sv
+            .get(key)
+            .and_then(|m| m.get(metrics::EER))
+            .and_then(Value::as_f64)
+            .map(|e| 100.0 * e)
+    };
+    let mut md = String::new();
+    // systems: baseline, DINO, then one per round.
+    for (round, pair) in report.systems.windows(2).enumerate().skip(1) {
+        let [before, after] = pair else { continue };
+        let mut changes = Vec::new();
+        let mut cosine_deltas = Vec::new();
+        for key in after.sv.keys() {
+            let Some(b) = eer(after, key) else { continue };
+            match eer(before, key) {
+                Some(a) => {
+                    if !key.contains('+') {
+                        cosine_deltas.push(b - a);
+                    }
+                    changes.push(format!("`{key}` {a:.2} -> {b:.2} % ({:+.2})", b - a));
+                }
+                None => changes.push(format!("`{key}` {b:.2} % (no counterpart before)")),
+            }
+        }
+        if changes.is_empty() {
+            continue;
+        }
+        let verdict = if cosine_deltas.is_empty() {
+            "no cosine list to compare".to_owned()
+        } else if cosine_deltas.iter().all(|d| *d < 0.0) {
+            "it helps by cosine scoring".to_owned()
+        } else {
+            let worst = cosine_deltas.iter().copied().fold(f64::MIN, f64::max);
+            format!("it does not help by cosine scoring (up to {worst:+.2} points)")
+        };
+        let _ = write!(
+            md,
+            "Round {round} against {}: {}; {verdict}.",
+            before.name,
+            changes.join(", ")
+        );
+        let cluster = report.clustering.get(round - 1);
+        let get = |k: &str| cluster.and_then(|c| c.get(k)).and_then(Value::as_f64);
+        if let Some(speakers) = get("diagnostics.kmeans.nmi") {
+            let _ = match get("diagnostics.kmeans_sessions.nmi") {
+                Some(sessions) => write!(
+                    md,
+                    " Its k-means clusters are {} (NMI {speakers:.3} against speakers, \
+                     {sessions:.3} against sessions)",
+                    if sessions > speakers {
+                        "closer to the recording sessions than to the speakers"
+                    } else {
+                        "closer to the speakers than to the recording sessions"
+                    }
+                ),
+                None => write!(
+                    md,
+                    " Its k-means clusters have NMI {speakers:.3} against the speakers (the \
+                     manifest has no sessions)"
+                ),
+            };
+            match get("diagnostics.kept.purity") {
+                Some(purity) => {
+                    let _ = write!(
+                        md,
+                        "; the clusters kept for fine-tuning have speaker purity {purity:.3}."
+                    );
+                }
+                None => md.push('.'),
+            }
+        }
+        md.push_str("\n\n");
     }
     md
 }
@@ -342,4 +426,96 @@ pub fn require_improvement(report: &Report) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn system(name: &str, eers: &[(&str, f64)]) -> System {
+        System {
+            name: name.to_owned(),
+            sv: eers
+                .iter()
+                .map(|(set, eer)| ((*set).to_owned(), serde_json::json!({ metrics::EER: eer })))
+                .collect(),
+            emotion: serde_json::Map::new(),
+        }
+    }
+
+    fn report(round: System, cluster: Value) -> Report {
+        Report {
+            pipeline: "p".into(),
+            description: String::new(),
+            systems: vec![
+                system("baseline", &[("dev", 0.40)]),
+                system("DINO", &[("dev", 0.20), ("dev+asnorm", 0.19)]),
+                round,
+            ],
+            pretraining: serde_json::Map::new(),
+            clustering: vec![cluster],
+            curves: Vec::new(),
+            paper: Default::default(),
+            stages: Vec::new(),
+        }
+    }
+
+    /// The round's effect is stated list by list against DINO, with the verdict of cosine
+    /// scoring and the cluster numbers behind it.
+    #[test]
+    fn a_round_that_does_not_help_says_by_how_much_and_why() {
+        let round = system(
+            "round",
+            &[("dev", 0.215), ("dev+asnorm", 0.18), ("dev+plda", 0.17)],
+        );
+        let cluster = serde_json::json!({
+            "diagnostics.kmeans.nmi": 0.7,
+            "diagnostics.kmeans_sessions.nmi": 0.8,
+            "diagnostics.kept.purity": 0.39,
+        });
+        let text = round_effects(&report(round, cluster));
+        assert!(text.starts_with("Round 1 against DINO: "), "{text}");
+        assert!(text.contains("`dev` 20.00 -> 21.50 % (+1.50)"), "{text}");
+        assert!(
+            text.contains("`dev+asnorm` 19.00 -> 18.00 % (-1.00)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`dev+plda` 17.00 % (no counterpart before)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("does not help by cosine scoring (up to +1.50 points)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("closer to the recording sessions than to the speakers")
+                && text.contains("NMI 0.700 against speakers, 0.800 against sessions")
+                && text.contains("speaker purity 0.390"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_round_that_lowers_every_cosine_eer_helps() {
+        let round = system("round", &[("dev", 0.15)]);
+        let cluster = serde_json::json!({
+            "diagnostics.kmeans.nmi": 0.9,
+            "diagnostics.kmeans_sessions.nmi": 0.6,
+        });
+        let text = round_effects(&report(round, cluster));
+        assert!(text.contains("it helps by cosine scoring."), "{text}");
+        assert!(text.contains("closer to the speakers than to the recording sessions"));
+        assert!(text.contains("against sessions)."), "{text}");
+        let without_sessions = serde_json::json!({
+            "diagnostics.kmeans.nmi": 0.56,
+            "diagnostics.kept.purity": 0.46,
+        });
+        let text = round_effects(&report(system("round", &[("dev", 0.3)]), without_sessions));
+        assert!(
+            text.contains("NMI 0.560 against the speakers (the manifest has no sessions)")
+                && text.contains("speaker purity 0.460."),
+            "{text}"
+        );
+    }
 }
