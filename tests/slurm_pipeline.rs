@@ -351,13 +351,16 @@ fn slurm_runs_the_pipeline_as_the_local_executor_does() {
             .unwrap()
             .success()
     );
-    // Slurm holds a requeued job for two minutes (its begin time); release it now.
+    // Slurm holds a requeued job for two minutes (its begin time); release it sooner, but
+    // not within the second of the requeue: slurmd refuses a credential issued no later than
+    // the second its job's previous run was revoked ("Job credential revoked"), and the job
+    // then fails without running (seen when released with StartTime=now).
     wait_until("the requeued job to wait", || {
         queue_state(&job).as_deref() == Some("PENDING")
     });
     assert!(
         LocalCluster::command("scontrol")
-            .args(["update", &format!("JobId={job}"), "StartTime=now"])
+            .args(["update", &format!("JobId={job}"), "StartTime=now+2"])
             .status()
             .unwrap()
             .success()
