@@ -61,7 +61,8 @@ impl ProcessGroup {
     }
 
     /// Joins the group `rendezvous` describes (a world of one connects to nothing); rank 0
-    /// hosts the TCPStore and waits up to the rendezvous timeout for the others.
+    /// hosts the TCPStore and waits up to the rendezvous timeout for the others. A rank that
+    /// joins records its departure for the launcher ([`crate::departure`]).
     pub fn connect(rendezvous: &Rendezvous, backend: Backend) -> Result<Self> {
         let mut group = ProcessGroup {
             rank: rendezvous.rank,
@@ -74,6 +75,7 @@ impl ProcessGroup {
         if rendezvous.world_size == 1 {
             return Ok(group);
         }
+        crate::departure::arm();
         let join_error = |message: String| Error::Join {
             rank: rendezvous.rank,
             world_size: rendezvous.world_size,
@@ -324,6 +326,7 @@ impl Drop for Work {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         if !self.handle.is_null() {
+            crate::departure::left_group();
             // SAFETY: created by the shim and freed once.
             unsafe { ffi::pg_free(self.handle) };
         }

@@ -1,17 +1,19 @@
 //! The local launcher, torchrun's standalone mode: starts `nproc` ranks of a program on this
 //! machine with torchrun's variables (a free port on 127.0.0.1, `OMP_NUM_THREADS` = cores /
-//! ranks), watches them, and on the first failure stops the others and returns that rank's
-//! exit code. Children die with the launcher (`PR_SET_PDEATHSIG`), so none is orphaned.
+//! ranks), watches them, and on a failure stops the others and returns the exit code of the
+//! rank that failed first (by the departures ranks record, see [`crate::departure`]).
+//! Children die with the launcher (`PR_SET_PDEATHSIG`), so none is orphaned.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::departure::{self, DEPARTURE_FILE};
 use crate::error::{Error, Result};
 use crate::rendezvous::torchrun;
 
@@ -24,6 +26,9 @@ pub struct Launch {
     pub nproc: usize,
 }
 
+/// How long the other ranks get after a failure to end by themselves (those that fail on
+/// the lost connection record their departures) before they are stopped.
+const SETTLE: Duration = Duration::from_secs(2);
 /// How long stopped ranks get between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(50);
@@ -67,7 +72,7 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// Runs the ranks to completion; returns 0 when all succeeded, else the exit code of the
-/// first rank that failed (the others are stopped).
+/// rank that failed first (the others are stopped).
 pub fn run(launch: &Launch) -> Result<i32> {
     let nproc = launch.nproc.max(1);
     let port = free_port()?;
@@ -76,23 +81,50 @@ pub fn run(launch: &Launch) -> Result<i32> {
         "launching {nproc} ranks of {} on 127.0.0.1:{port}, {threads} thread(s) each",
         launch.program.display()
     );
+    let records = std::env::temp_dir().join(format!(
+        "process-group-launch-{}-{port}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&records).map_err(|e| {
+        Error::Launch(format!(
+            "creating the departure folder {}: {e}",
+            records.display()
+        ))
+    })?;
     let mut ranks: Vec<Option<Child>> = Vec::with_capacity(nproc);
+    let mut outcome = None;
     for rank in 0..nproc {
-        match spawn(launch, rank, nproc, port, threads) {
+        match spawn(launch, rank, nproc, port, threads, &records) {
             Ok(child) => ranks.push(Some(child)),
             Err(e) => {
                 stop(&mut ranks);
-                return Err(e);
+                outcome = Some(Err(e));
+                break;
             }
         }
     }
-    watch(ranks)
+    let outcome = outcome.unwrap_or_else(|| watch(ranks, &records));
+    let _ = std::fs::remove_dir_all(&records);
+    outcome
 }
 
-fn spawn(launch: &Launch, rank: usize, nproc: usize, port: u16, threads: usize) -> Result<Child> {
+/// The file rank `rank` records its departure in.
+fn departure_record(records: &Path, rank: usize) -> PathBuf {
+    records.join(format!("rank-{rank}"))
+}
+
+fn spawn(
+    launch: &Launch,
+    rank: usize,
+    nproc: usize,
+    port: u16,
+    threads: usize,
+    records: &Path,
+) -> Result<Child> {
     let mut command = Command::new(&launch.program);
     command
         .args(&launch.args)
+        .env(DEPARTURE_FILE, departure_record(records, rank))
         .env(torchrun::RANK, rank.to_string())
         .env(torchrun::WORLD_SIZE, nproc.to_string())
         .env(torchrun::LOCAL_RANK, rank.to_string())
@@ -118,11 +150,26 @@ fn spawn(launch: &Launch, rank: usize, nproc: usize, port: u16, threads: usize) 
     })
 }
 
-/// Waits for every rank; the first failure stops the rest. Each rank is waited for by a
-/// thread of its own, so exits arrive in the order they happen: when a rank fails and its
-/// peers then fail on the broken connection, the one reported is the rank that failed
-/// first, whichever the ranks' order.
-fn watch(ranks: Vec<Option<Child>>) -> Result<i32> {
+/// A rank that failed: its exit code (the one it chose, else its status's) and when it left
+/// (its recorded departure, else when the launcher saw it exit), on [`departure::now`]'s
+/// clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Failure {
+    rank: usize,
+    code: i32,
+    at: u64,
+}
+
+/// The failure that came first: the others are its consequences (peers that lost it, ranks
+/// the launcher stopped), whatever order the launcher saw them in.
+fn first_failure(failures: &[Failure]) -> Option<Failure> {
+    failures.iter().copied().min_by_key(|f| (f.at, f.rank))
+}
+
+/// Waits for every rank. After the first failure seen, the others get [`SETTLE`] to end by
+/// themselves, then SIGTERM, then SIGKILL after [`GRACE`]; once all have exited the one
+/// reported is the rank that left first by the departures they recorded.
+fn watch(ranks: Vec<Option<Child>>, records: &Path) -> Result<i32> {
     let (tx, rx) = mpsc::channel();
     let mut running: BTreeMap<usize, u32> = BTreeMap::new();
     for (rank, child) in ranks.into_iter().enumerate() {
@@ -130,40 +177,66 @@ fn watch(ranks: Vec<Option<Child>>) -> Result<i32> {
         running.insert(rank, child.id());
         let tx = tx.clone();
         std::thread::spawn(move || {
-            let _ = tx.send((rank, child.wait()));
+            let status = child.wait();
+            let _ = tx.send((rank, status, departure::now()));
         });
     }
     drop(tx);
-    let mut failed: Option<i32> = None;
-    let mut kill_at: Option<Instant> = None;
+    let mut failures: Vec<Failure> = Vec::new();
+    // The next signal to the ranks still running, and when.
+    let mut next_signal: Option<(Instant, libc::c_int)> = None;
     while !running.is_empty() {
-        let next = match kill_at {
-            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+        let next = match next_signal {
+            Some((at, _)) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
             None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
         };
-        let (rank, status) = match next {
+        let (rank, status, seen) = match next {
             Ok(exit) => exit,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                signal(&running, libc::SIGKILL);
-                kill_at = None;
+                let Some((_, sig)) = next_signal else {
+                    continue;
+                };
+                signal(&running, sig);
+                next_signal =
+                    (sig == libc::SIGTERM).then(|| (Instant::now() + GRACE, libc::SIGKILL));
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let pid = running.remove(&rank).unwrap_or_default();
         let status = status.map_err(|e| Error::Launch(format!("watching rank {rank}: {e}")))?;
-        if status.success() || failed.is_some() {
+        let recorded = departure::read(&departure_record(records, rank));
+        let code = recorded
+            .and_then(|d| d.exit_code)
+            .unwrap_or_else(|| exit_code(status));
+        if code == 0 {
             continue;
         }
-        tracing::error!(
-            "rank {rank} (pid {pid}) failed ({}); stopping the other ranks",
-            describe(status)
-        );
-        failed = Some(exit_code(status));
-        signal(&running, libc::SIGTERM);
-        kill_at = Some(Instant::now() + GRACE);
+        if failures.is_empty() {
+            tracing::error!(
+                "rank {rank} (pid {pid}) failed ({}); stopping the other ranks",
+                describe(status)
+            );
+            next_signal = Some((Instant::now() + SETTLE, libc::SIGTERM));
+        }
+        failures.push(Failure {
+            rank,
+            code,
+            at: recorded.map_or(seen, |d| d.at),
+        });
     }
-    Ok(failed.unwrap_or(0))
+    let Some(first) = first_failure(&failures) else {
+        return Ok(0);
+    };
+    if failures.len() > 1 {
+        tracing::error!(
+            "rank {} failed first (exit code {}); {} other rank(s) failed after it",
+            first.rank,
+            first.code,
+            failures.len() - 1
+        );
+    }
+    Ok(first.code)
 }
 
 /// Sends `sig` to the ranks still running (not yet reaped by their waiting thread).
@@ -241,6 +314,29 @@ mod tests {
             without_option(args(&["--nproc-per-node=4", "x"]), "--nproc-per-node"),
             args(&["x"])
         );
+    }
+
+    #[test]
+    fn the_first_failure_is_the_earliest_exit_not_the_first_seen() {
+        let seen = [
+            Failure {
+                rank: 0,
+                code: 1,
+                at: 2_000,
+            },
+            Failure {
+                rank: 2,
+                code: 143,
+                at: 3_000,
+            },
+            Failure {
+                rank: 1,
+                code: 3,
+                at: 1_000,
+            },
+        ];
+        assert_eq!(first_failure(&seen).map(|f| (f.rank, f.code)), Some((1, 3)));
+        assert_eq!(first_failure(&[]), None);
     }
 
     #[test]

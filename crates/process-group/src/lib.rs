@@ -7,7 +7,10 @@
 //!   as a [`Work`] to overlap several.
 //! - [`grad_hooks`]: [`GradHooks`], a callback when autograd has a parameter's gradient.
 //! - [`launch`]: starting N local ranks (torchrun's standalone mode).
+//! - [`departure`]: when each rank left its group, by which the launcher names the first
+//!   to fail.
 
+pub mod departure;
 pub mod error;
 mod ffi;
 pub mod grad_hooks;
