@@ -22,6 +22,7 @@ fn stages_rerun_exactly_when_what_they_depend_on_changes() {
         "prepare",
         "pretrain",
         "cluster-r1",
+        "eval-sv-plda",
         "finetune-r1",
         "eval-sv-r1",
     ] {
@@ -33,6 +34,20 @@ fn stages_rerun_exactly_when_what_they_depend_on_changes() {
     assert!(run_dir.join("report.md").is_file());
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
+    // DINO and the round are each scored by cosine, AS-norm, PLDA and PLDA + AS-norm.
+    for system in [&report["systems"][1], &report["systems"][2]] {
+        for key in [
+            "fixture",
+            "fixture+asnorm",
+            "fixture+plda",
+            "fixture+plda+asnorm",
+        ] {
+            assert!(
+                system["sv"][key]["eer"].is_number(),
+                "{key} missing from {system}"
+            );
+        }
+    }
     let round = &report["clustering"][0];
     for key in ["kmeans.k", "cleanup.kept_share", "diagnostics.kept.nmi"] {
         assert!(round[key].is_number(), "{key} missing from {round}");

@@ -206,6 +206,10 @@ fn the_voxceleb_dry_run_prints_the_papers_plan() {
     for round in ["r1", "r2"] {
         for stage in ["cluster", "finetune", "embed", "eval-sv", "eval-emotion"] {
             expected.push(format!("{stage}-{round}"));
+            // DINO scored by a PLDA on the first round's pseudo-labels.
+            if stage == "cluster" && round == "r1" {
+                expected.push("eval-sv-plda".to_owned());
+            }
         }
     }
     assert_eq!(planned, expected, "{stdout}");

@@ -372,6 +372,7 @@ fn slurm_runs_the_pipeline_as_the_local_executor_does() {
             Some(slurm_dir.clone()),
             None,
             &BTreeMap::new(),
+            &[],
         )
         .unwrap();
         slurm_dir.join("pretrain/stage.json").exists()

@@ -55,6 +55,9 @@ enum Task {
         corpora: Vec<(String, PathBuf)>,
         #[arg(long)]
         run_dir: Option<PathBuf>,
+        /// Changes to the pipeline file (as for `pipeline`).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE", value_parser = pipeline::Setting::parse)]
+        settings: Vec<pipeline::Setting>,
         /// Pseudo-label rounds to show [default: the pipeline's, or more when the run folder
         /// holds the stages of more (a run with --rounds N)].
         #[arg(long)]
@@ -104,6 +107,10 @@ struct PipelineArgs {
     /// Corpus roots, NAME=PATH; otherwise the pipeline's environment variables and defaults.
     #[arg(long = "corpus", value_parser = corpus_root)]
     corpora: Vec<(String, PathBuf)>,
+    /// Change a key of the pipeline file, e.g. `--set cluster.method=plda` (TOML values; a
+    /// bare word is a string); repeatable. The stages it changes rerun.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE", value_parser = pipeline::Setting::parse)]
+    settings: Vec<pipeline::Setting>,
     /// Run folder (default: runs/<pipeline>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -181,6 +188,7 @@ fn main() -> anyhow::Result<()> {
                 rounds: args.rounds,
                 nproc_per_node: args.nproc_per_node,
                 corpora: args.corpora.into_iter().collect(),
+                settings: args.settings,
                 run_dir: args.run_dir,
                 require_improvement: args.require_improvement,
                 executor: args.executor,
@@ -191,8 +199,15 @@ fn main() -> anyhow::Result<()> {
             name,
             corpora,
             run_dir,
+            settings,
             rounds,
-        } => pipeline::status(&name, run_dir, rounds, &corpora.into_iter().collect())?,
+        } => pipeline::status(
+            &name,
+            run_dir,
+            rounds,
+            &corpora.into_iter().collect(),
+            &settings,
+        )?,
         Task::SlurmLocal { action } => match action {
             SlurmAction::Start => slurm_local::start()?,
             SlurmAction::Stop => slurm_local::stop()?,

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use stage_kit::{CheckpointRule, DeviceSpec, Representation};
 
+use super::settings::Setting;
 use crate::fixture;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -288,8 +289,8 @@ pub const RUNNER_KEYS: &[(&str, &[&str], &str)] = &[
 ];
 
 impl PipelineFile {
-    /// Reads `pipelines/<name>.toml`, or a path to a TOML file.
-    pub fn load(name_or_path: &str) -> anyhow::Result<(String, Self)> {
+    /// Reads `pipelines/<name>.toml`, or a path to a TOML file, with `settings` applied.
+    pub fn load(name_or_path: &str, settings: &[Setting]) -> anyhow::Result<(String, Self)> {
         let path = if name_or_path.ends_with(".toml") {
             PathBuf::from(name_or_path)
         } else {
@@ -299,7 +300,13 @@ impl PipelineFile {
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading pipeline {}", path.display()))?;
-        let file: PipelineFile = toml::from_str(&text)
+        let mut table: toml::Table = toml::from_str(&text)
+            .with_context(|| format!("parsing pipeline {}", path.display()))?;
+        for setting in settings {
+            setting.apply(&mut table)?;
+        }
+        let file: PipelineFile = table
+            .try_into()
             .with_context(|| format!("parsing pipeline {}", path.display()))?;
         let name = path
             .file_stem()
@@ -560,7 +567,7 @@ mod tests {
 
     #[test]
     fn a_stage_section_may_not_set_what_the_runner_sets() {
-        let (_, file) = PipelineFile::load("fixture").unwrap();
+        let (_, file) = PipelineFile::load("fixture", &[]).unwrap();
         file.check_runner_keys().unwrap();
         for (section, key, value) in [
             ("pretrain", "seed", toml::Value::Integer(7)),
@@ -582,5 +589,24 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// `--set` changes the file as read, and a runner key set that way is refused as in the
+    /// file.
+    #[test]
+    fn settings_change_the_file_and_are_checked_like_it() {
+        let set = |text: &str| Setting::parse(text).unwrap();
+        let (_, file) = PipelineFile::load(
+            "fixture",
+            &[set("cluster.method=plda"), set("pipeline.rounds=2")],
+        )
+        .unwrap();
+        assert_eq!(file.cluster["method"].as_str(), Some("plda"));
+        assert_eq!(file.pipeline.rounds, 2);
+        let err = PipelineFile::load("fixture", &[set("pretrain.seed=3")]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("[pretrain] seed: set by the runner"),
+            "{err:#}"
+        );
     }
 }

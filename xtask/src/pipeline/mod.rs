@@ -10,6 +10,7 @@ mod config;
 mod execute;
 mod plan;
 mod report;
+mod settings;
 mod slurm;
 mod state;
 
@@ -22,6 +23,7 @@ use anyhow::{Context, bail};
 
 pub use config::PipelineFile;
 use plan::Stage;
+pub use settings::Setting;
 use state::{Pending, StageRecord};
 
 use crate::{command, setup, workspace};
@@ -57,6 +59,8 @@ pub struct Options {
     /// Overrides `[pipeline] nproc_per_node`.
     pub nproc_per_node: Option<usize>,
     pub corpora: BTreeMap<String, PathBuf>,
+    /// Changes to the pipeline file (`--set SECTION.KEY=VALUE`).
+    pub settings: Vec<Setting>,
     pub run_dir: Option<PathBuf>,
     /// Fail unless the report exists and DINO's EER is below the baseline's on every set.
     pub require_improvement: bool,
@@ -89,7 +93,7 @@ struct Decision<'a> {
 
 /// Runs (or with `dry_run` only plans) a pipeline.
 pub fn run(options: &Options) -> anyhow::Result<Outcome> {
-    let (name, file) = PipelineFile::load(&options.name)?;
+    let (name, file) = PipelineFile::load(&options.name, &options.settings)?;
     setup::ensure()?;
     let corpora = config::resolve_corpora(&file, &options.corpora, !options.dry_run)?;
     let present: BTreeSet<String> = corpora.keys().cloned().collect();
@@ -185,8 +189,9 @@ pub fn status(
     run_dir: Option<PathBuf>,
     rounds: Option<usize>,
     corpora: &BTreeMap<String, PathBuf>,
+    settings: &[Setting],
 ) -> anyhow::Result<()> {
-    let (pipeline, file) = PipelineFile::load(name)?;
+    let (pipeline, file) = PipelineFile::load(name, settings)?;
     let resolved = config::resolve_corpora(&file, corpora, false)?;
     let present: BTreeSet<String> = resolved.keys().cloned().collect();
     let file = file.without_absent(&present);

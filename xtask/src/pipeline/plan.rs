@@ -5,7 +5,8 @@
 //! (audio caches), `baseline/`, `pretrain/`, `embed/` (embeddings and the self-contained
 //! `model.safetensors`), `eval-sv/<set>/` (with `calibration.json`),
 //! `eval-emotion/<set>/`, and per pseudo-labelling round `cluster-rN/`, `finetune-rN/`,
-//! `embed-rN/`, `eval-sv-rN/`, `eval-emotion-rN/`.
+//! `embed-rN/`, `eval-sv-rN/`, `eval-emotion-rN/`; `eval-sv-plda/` scores DINO's embeddings
+//! by a PLDA on the first round's pseudo-labels.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -136,6 +137,9 @@ pub fn build(
                 format!("embed-r{}", round - 1)
             };
             stages.push(p.cluster(round, &previous_embed));
+            if round == 1 {
+                stages.push(p.eval_sv_plda());
+            }
             stages.push(p.finetune(round, &model)?);
             model = (
                 format!("finetune{suffix}"),
@@ -799,45 +803,84 @@ impl Planner<'_> {
     /// PLDA trained on the training set's embeddings of that stage's kept pseudo-labels,
     /// without and with AS-norm. Metrics `sv/<set>`, `sv/<set>+asnorm`, `sv/<set>+plda`,
     /// `sv/<set>+plda+asnorm`.
+    /// Speaker verification of `embed{suffix}`'s embeddings: cosine and AS-norm rows (metrics
+    /// `sv/<set>`, `sv/<set>+asnorm`), and PLDA rows when the round has pseudo-labels.
     fn eval_sv(&self, suffix: &str, labels: Option<&str>) -> Stage {
         let name = format!("eval-sv{suffix}");
         let embed = format!("embed{suffix}");
         let mut upstream = vec!["scan", embed.as_str()];
         upstream.extend(labels);
-        let mut stage = Stage::new(&name, &upstream);
-        let dir = self.dir(&name);
+        let mut stage = self.sv_stage(&name, &upstream);
+        self.sv_rows(&mut stage, &embed, &[("", false), ("+asnorm", true)], None);
+        if let Some(cluster) = labels {
+            self.plda_rows(&mut stage, &embed, cluster);
+        }
+        stage
+    }
+
+    /// [`DINO_PLDA`]: DINO's embeddings scored by a PLDA trained on the first round's
+    /// pseudo-labels, so that the round is compared with DINO by the same back-end.
+    fn eval_sv_plda(&self) -> Stage {
+        let (embed, cluster) = ("embed", "cluster-r1");
+        let mut stage = self.sv_stage(DINO_PLDA, &["scan", embed, cluster]);
+        self.plda_rows(&mut stage, embed, cluster);
+        stage
+    }
+
+    /// An empty speaker-verification stage reading the `[eval_sv]` section.
+    fn sv_stage(&self, name: &str, upstream: &[&str]) -> Stage {
+        let mut stage = Stage::new(name, upstream);
         stage.config = Some(self.file.eval_sv.clone());
         stage.config_of = Some(("eval_sv", "sv"));
-        let train = self
-            .dir(&embed)
-            .join(run_folder::h5(&Self::key(&self.train())));
-        let plda = dir.join("plda.json");
-        if let Some(cluster) = labels {
-            let cmd = self
-                .bin("downstream-eval")
-                .arg("plda-train")
-                .path("--embeddings", &train)
-                .path(
-                    "--pseudo-labels",
-                    &self.dir(cluster).join(run_folder::PSEUDO_LABELS),
-                )
-                .path("--out", &plda);
-            stage.commands.push(cmd.0);
-            stage.outputs.push(plda.clone());
-        }
+        stage
+    }
+
+    /// The training set's embeddings in `embed`'s folder: the scoring mean, the AS-norm
+    /// cohort and the PLDA's training data.
+    fn train_embeddings(&self, embed: &str) -> PathBuf {
+        self.dir(embed)
+            .join(run_folder::h5(&Self::key(&self.train())))
+    }
+
+    /// Trains `<stage>/plda.json` on `embed`'s training-set embeddings and the kept
+    /// pseudo-labels of `cluster`, and adds the PLDA rows with and without AS-norm.
+    fn plda_rows(&self, stage: &mut Stage, embed: &str, cluster: &str) {
+        let plda = self.dir(&stage.name).join("plda.json");
+        let cmd = self
+            .bin("downstream-eval")
+            .arg("plda-train")
+            .path("--embeddings", &self.train_embeddings(embed))
+            .path(
+                "--pseudo-labels",
+                &self.dir(cluster).join(run_folder::PSEUDO_LABELS),
+            )
+            .path("--out", &plda);
+        stage.commands.push(cmd.0);
+        stage.outputs.push(plda.clone());
+        let variants = [("+plda", false), ("+plda+asnorm", true)];
+        self.sv_rows(stage, embed, &variants, Some(&plda));
+    }
+
+    /// One `downstream-eval sv` per trial list and variant (label suffix, AS-norm or not):
+    /// by PLDA when `plda` is given, else by cosine after subtracting the training mean.
+    fn sv_rows(
+        &self,
+        stage: &mut Stage,
+        embed: &str,
+        variants: &[(&str, bool)],
+        plda: Option<&Path>,
+    ) {
+        let dir = self.dir(&stage.name);
+        let train = self.train_embeddings(embed);
         for set in &self.file.sv {
-            let mut variants = vec![("", false, false), ("+asnorm", false, true)];
-            if labels.is_some() {
-                variants.extend([("+plda", true, false), ("+plda+asnorm", true, true)]);
-            }
-            for (variant, with_plda, with_asnorm) in variants {
+            for &(variant, with_asnorm) in variants {
                 let out = dir.join(format!("{}{variant}", set.name));
                 let mut cmd = self
                     .bin("downstream-eval")
                     .arg("sv")
                     .path(
                         "--embeddings",
-                        &self.dir(&embed).join(run_folder::h5(&Self::key(&set.data))),
+                        &self.dir(embed).join(run_folder::h5(&Self::key(&set.data))),
                     )
                     .path(
                         "--trials",
@@ -845,10 +888,9 @@ impl Planner<'_> {
                     )
                     .path("--out-dir", &out)
                     .path("--config", &dir.join("config.toml"));
-                cmd = if with_plda {
-                    cmd.arg("--backend").arg("plda").path("--plda", &plda)
-                } else {
-                    cmd.path("--mean-embeddings", &train)
+                cmd = match plda {
+                    Some(plda) => cmd.arg("--backend").arg("plda").path("--plda", plda),
+                    None => cmd.path("--mean-embeddings", &train),
                 };
                 if with_asnorm {
                     cmd = cmd.path("--cohort-embeddings", &train);
@@ -861,7 +903,6 @@ impl Planner<'_> {
                 ));
             }
         }
-        stage
     }
 
     /// Emotion recognition on each emotion set's embeddings: the configured representation
@@ -963,6 +1004,10 @@ const CLUSTER_METRICS: [&str; 7] = [
     "diagnostics.kmeans_sessions",
 ];
 
+/// The stage scoring DINO's embeddings by a PLDA on the first round's pseudo-labels; the
+/// report adds its rows to DINO's.
+pub(super) const DINO_PLDA: &str = "eval-sv-plda";
+
 /// What a select stage chose (`dino-core select-model --summary-json`).
 const SELECTION: &str = "selection.json";
 
@@ -1059,7 +1104,7 @@ mod tests {
 
     #[test]
     fn ranks_change_how_training_runs_but_not_the_commands_that_are_hashed() {
-        let (_, mut file) = PipelineFile::load("fixture").unwrap();
+        let (_, mut file) = PipelineFile::load("fixture", &[]).unwrap();
         let corpora =
             super::super::config::resolve_corpora(&file, &BTreeMap::new(), false).unwrap();
         let (run, bin) = (Path::new("/run"), Path::new("/bin"));
@@ -1276,10 +1321,20 @@ mod tests {
             "{sv:#?}"
         );
         let sv = commands("eval-sv-r1");
-        assert!(sv[0].starts_with("plda-train --embeddings /run/embed-r1/joined-train.h5 --pseudo-labels /run/cluster-r1/pseudo_labels.parquet"), "{sv:#?}");
+        assert!(sv[2].starts_with("plda-train --embeddings /run/embed-r1/joined-train.h5 --pseudo-labels /run/cluster-r1/pseudo_labels.parquet"), "{sv:#?}");
         assert_eq!(sv.len(), 5, "{sv:#?}");
         assert!(
             sv[4].contains("--backend plda --plda /run/eval-sv-r1/plda.json --cohort-embeddings"),
+            "{sv:#?}"
+        );
+        // DINO's embeddings, by a PLDA on the first round's pseudo-labels.
+        let sv = commands(DINO_PLDA);
+        assert_eq!(sv.len(), 3, "{sv:#?}");
+        assert!(sv[0].starts_with("plda-train --embeddings /run/embed/joined-train.h5 --pseudo-labels /run/cluster-r1/pseudo_labels.parquet --out /run/eval-sv-plda/plda.json"), "{sv:#?}");
+        assert!(
+            sv[2].starts_with("sv --embeddings /run/embed/a-speech-test.h5")
+                && sv[2].contains("--out-dir /run/eval-sv-plda/t+plda+asnorm")
+                && sv[2].contains("--backend plda --plda /run/eval-sv-plda/plda.json --cohort-embeddings /run/embed/joined-train.h5"),
             "{sv:#?}"
         );
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 use stage_kit::{metrics, run_folder};
 
 use super::config::PipelineFile;
-use super::plan::Stage;
+use super::plan::{DINO_PLDA, Stage};
 use super::state::StageRecord;
 
 /// A system whose embeddings were evaluated.
@@ -23,6 +23,16 @@ pub struct System {
     pub sv: serde_json::Map<String, Value>,
     /// Per emotion set: `micro_f1`, `macro_f1`, `uar` (fractions).
     pub emotion: serde_json::Map<String, Value>,
+}
+
+impl System {
+    /// The EER (a fraction) of the trial list or scoring variant `key`, if reported.
+    fn eer(&self, key: &str) -> Option<f64> {
+        self.sv
+            .get(key)
+            .and_then(|m| m.get(metrics::EER))
+            .and_then(Value::as_f64)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -87,16 +97,17 @@ pub fn write(
         } else {
             format!("-r{round}")
         };
-        let sv = record(&format!("eval-sv{suffix}"));
+        let mut sv = section(&record(&format!("eval-sv{suffix}")), "sv/");
         let emotion = record(&format!("eval-emotion{suffix}"));
         let name = if round == 0 {
+            sv.extend(section(&record(DINO_PLDA), "sv/"));
             "DINO".to_owned()
         } else {
             format!("DINO + {round} pseudo-label round(s)")
         };
         systems.push(System {
             name,
-            sv: section(&sv, "sv/"),
+            sv,
             emotion: section(&emotion, "emotion/"),
         });
         if round > 0
@@ -184,7 +195,7 @@ fn markdown(report: &Report) -> String {
         .into_iter()
         .collect();
     if !sv_sets.is_empty() {
-        md.push_str("## Speaker verification\n\nCosine scoring of `SET`; `SET+asnorm`: AS-norm with the training set's embeddings as cohort; `SET+plda`: a PLDA trained on the round's kept pseudo-labels (`+plda+asnorm` with AS-norm).\n\n");
+        md.push_str("## Speaker verification\n\nCosine scoring of `SET`; `SET+asnorm`: AS-norm with the training set's embeddings as cohort; `SET+plda`: a PLDA trained on the round's kept pseudo-labels, DINO's on the first round's (`+plda+asnorm` with AS-norm).\n\n");
         md.push_str("| system | trial list | EER % (ROCCH) | EER % (interp.) | minDCF 0.01 | minDCF 0.05 | paper EER % |\n|---|---|---|---|---|---|---|\n");
         for (i, system) in report.systems.iter().enumerate() {
             for set in &sv_sets {
@@ -311,14 +322,7 @@ fn markdown(report: &Report) -> String {
 /// and the cluster numbers that say why: agreement of the k-means clusters with speakers and
 /// with recording sessions, and the speaker purity of the clusters kept for fine-tuning.
 fn round_effects(report: &Report) -> String {
-    let eer = |system: &System, key: &str| {
-        system
-            .sv
-            .get(key)
-            .and_then(|m| m.get(metrics::EER))
-            .and_then(Value::as_f64)
-            .map(|e| 100.0 * e)
-    };
+    let eer = |system: &System, key: &str| system.eer(key).map(|e| 100.0 * e);
     let mut md = String::new();
     // systems: baseline, DINO, then one per round.
     for (round, pair) in report.systems.windows(2).enumerate().skip(1) {
@@ -391,13 +395,6 @@ fn round_effects(report: &Report) -> String {
 
 /// Fails unless DINO's EER is below the baseline's on every trial list.
 pub fn require_improvement(report: &Report) -> anyhow::Result<()> {
-    let eer = |system: &System, set: &str| {
-        system
-            .sv
-            .get(set)
-            .and_then(|m| m.get(metrics::EER))
-            .and_then(Value::as_f64)
-    };
     let baseline = report
         .systems
         .first()
@@ -410,7 +407,7 @@ pub fn require_improvement(report: &Report) -> anyhow::Result<()> {
         bail!("the report has no speaker-verification result");
     }
     for set in baseline.sv.keys() {
-        let (b, d) = (eer(baseline, set), eer(dino, set));
+        let (b, d) = (baseline.eer(set), dino.eer(set));
         match (b, d) {
             (Some(b), Some(d)) if d < b => println!(
                 "{set}: DINO EER {:.2} % < baseline {:.2} %",
