@@ -91,19 +91,20 @@ pub fn run(launch: &Launch) -> Result<i32> {
             records.display()
         ))
     })?;
-    let mut ranks: Vec<Option<Child>> = Vec::with_capacity(nproc);
-    let mut outcome = None;
-    for rank in 0..nproc {
-        match spawn(launch, rank, nproc, port, threads, &records) {
-            Ok(child) => ranks.push(Some(child)),
-            Err(e) => {
-                stop(&mut ranks);
-                outcome = Some(Err(e));
-                break;
+    let outcome = (0..nproc)
+        .try_fold(Vec::with_capacity(nproc), |mut ranks, rank| {
+            match spawn(launch, rank, nproc, port, threads, &records) {
+                Ok(child) => {
+                    ranks.push(Some(child));
+                    Ok(ranks)
+                }
+                Err(e) => {
+                    stop(&mut ranks);
+                    Err(e)
+                }
             }
-        }
-    }
-    let outcome = outcome.unwrap_or_else(|| watch(ranks, &records));
+        })
+        .and_then(|ranks| watch(ranks, &records));
     let _ = std::fs::remove_dir_all(&records);
     outcome
 }
@@ -193,12 +194,12 @@ fn watch(ranks: Vec<Option<Child>>, records: &Path) -> Result<i32> {
         let (rank, status, seen) = match next {
             Ok(exit) => exit,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                let Some((_, sig)) = next_signal else {
-                    continue;
-                };
-                signal(&running, sig);
-                next_signal =
-                    (sig == libc::SIGTERM).then(|| (Instant::now() + GRACE, libc::SIGKILL));
+                // Only a pending signal sets a timeout.
+                if let Some((_, sig)) = next_signal.take() {
+                    signal(&running, sig);
+                    next_signal =
+                        (sig == libc::SIGTERM).then(|| (Instant::now() + GRACE, libc::SIGKILL));
+                }
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,

@@ -803,8 +803,6 @@ impl Planner<'_> {
     /// PLDA trained on the training set's embeddings of that stage's kept pseudo-labels,
     /// without and with AS-norm. Metrics `sv/<set>`, `sv/<set>+asnorm`, `sv/<set>+plda`,
     /// `sv/<set>+plda+asnorm`.
-    /// Speaker verification of `embed{suffix}`'s embeddings: cosine and AS-norm rows (metrics
-    /// `sv/<set>`, `sv/<set>+asnorm`), and PLDA rows when the round has pseudo-labels.
     fn eval_sv(&self, suffix: &str, labels: Option<&str>) -> Stage {
         let name = format!("eval-sv{suffix}");
         let embed = format!("embed{suffix}");
@@ -835,8 +833,8 @@ impl Planner<'_> {
         stage
     }
 
-    /// The training set's embeddings in `embed`'s folder: the scoring mean, the AS-norm
-    /// cohort and the PLDA's training data.
+    /// The training set's embeddings in `embed`'s folder: what the next round clusters, the
+    /// scoring mean, the AS-norm cohort and the PLDA's training data.
     fn train_embeddings(&self, embed: &str) -> PathBuf {
         self.dir(embed)
             .join(run_folder::h5(&Self::key(&self.train())))
@@ -956,12 +954,7 @@ impl Planner<'_> {
         let cmd = self
             .bin("pseudo-labeler")
             .arg("cluster")
-            .path(
-                "--embeddings",
-                &self
-                    .dir(previous_embed)
-                    .join(run_folder::h5(&Self::key(&self.train()))),
-            )
+            .path("--embeddings", &self.train_embeddings(previous_embed))
             .path("--manifest", &self.manifest(&self.train()))
             .path("--out-dir", &dir)
             .path("--config", &dir.join("config.toml"))
